@@ -1,0 +1,373 @@
+"""The ALIS generator: a mapping network and a patch-wise, equivariant StyleGAN2 synthesis network.
+
+Vocabulary (ALIS, Skorokhodov et al. 2021):
+- anchor: a latent w placed on a horizontal grid, one every `anchor_spacing` pixels;
+- window: three consecutive anchors (left, centre, right), spanning two anchor intervals;
+- patch: `patch_width` columns of a frame; a frame is `grid_size` patches; every patch is
+  computed on its own, from its window and its position in that window (`left_border`, `slot`).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import GeneratorConfig
+from .errors import AlisError
+from .layers import (FullyConnected, bias_act, conv3x3_up2, coord_features, logarithmic_basis,
+                     normalize_2nd_moment, upsample2d)
+
+NOISE_MODES = ("none", "const", "random")
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: second-moment normalisation, then leaky-ReLU dense layers; tracks w_avg."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.num_layers = cfg.mapping_layers
+        self.w_avg_beta = cfg.w_avg_beta
+        dims = [cfg.z_dim] + [cfg.w_dim] * cfg.mapping_layers
+        for i in range(cfg.mapping_layers):
+            setattr(self, f"fc{i}", FullyConnected(dims[i], dims[i + 1], activation="lrelu",
+                                                   lr_multiplier=cfg.mapping_lr_multiplier))
+        self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
+
+    def forward(self, z: Tensor, truncation_psi: float = 1.0, update_w_avg: bool = False) -> Tensor:
+        x = normalize_2nd_moment(z.to(torch.float32))
+        for i in range(self.num_layers):
+            x = getattr(self, f"fc{i}")(x)
+        if update_w_avg:
+            self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+        if truncation_psi != 1:
+            x = self.w_avg.lerp(x, truncation_psi)
+        return x
+
+
+@dataclass
+class PatchPositions:
+    """Where each patch of a batch sits: B patches, each `slot`-th patch of a frame whose left border
+    is `left_border` patches from the window's left anchor. Positions live on the CPU (numpy)."""
+
+    left_border: np.ndarray  # [B] int
+    slot: np.ndarray  # [B] int, 0 <= slot < grid_size
+    canonical: bool = False  # fold positions in the right half onto the left half (exact periodicity)
+
+    @property
+    def index(self) -> np.ndarray:
+        return self.left_border + self.slot
+
+
+class _ColumnStyles:
+    """Per-column style interpolation (ALIS Sec. 3.2, Spatially-Aligned AdaIN) at one resolution.
+
+    A window spans 2 * w_dist columns: styles go linearly from the left to the centre anchor over
+    the first half (sampled at pixel centres), and from the centre to the right anchor after it.
+    """
+
+    def __init__(self, cfg: GeneratorConfig, res: int, pos: PatchPositions, device):
+        w_dist = int(0.5 * cfg.w_coord_dist * res)
+        pw = res // cfg.grid_size
+        m = cfg.w_lerp_multiplier
+        t = torch.linspace(1 / (2 * w_dist), 1 - 1 / (2 * w_dist), w_dist, dtype=torch.float32) * m
+        cols = torch.from_numpy(pos.index * pw)[:, None] + torch.arange(pw)[None, :]  # [B, pw]
+        if cols.max() >= 2 * w_dist:
+            raise AlisError(f"patch position {int(pos.index.max())} lies outside its anchor window")
+        right = cols >= w_dist
+        tt = t[cols % w_dist]
+        self.coef_a = (m - tt).unsqueeze(1).to(device)  # [B, 1, pw]
+        self.coef_b = tt.unsqueeze(1).to(device)
+        self.right = right.unsqueeze(1).to(device)  # [B, 1, pw]
+
+    def __call__(self, styles: Tensor) -> Tensor:
+        """styles [B, 3, C] (left, centre, right) -> modulation [B, C, 1, pw]."""
+        s0, s1, s2 = (s.unsqueeze(2) for s in styles.unbind(1))  # [B, C, 1]
+        sa = torch.where(self.right, s1, s0)
+        sb = torch.where(self.right, s2, s1)
+        return (sa * self.coef_a + sb * self.coef_b).unsqueeze(2)
+
+
+class _FeatureCache:
+    """A small LRU cache of coordinate features, keyed by resolution and patch position."""
+
+    def __init__(self, max_entries: int = 256):
+        self.max_entries = max_entries
+        self._d: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        v = self._d.get(key)
+        if v is not None:
+            self._d.move_to_end(key)
+        return v
+
+    def put(self, key, value) -> None:
+        self._d[key] = value
+        while len(self._d) > self.max_entries:
+            self._d.popitem(last=False)
+
+
+class _Context:
+    """Everything a forward pass shares across layers: positions, per-resolution column styles."""
+
+    def __init__(self, cfg: GeneratorConfig, pos: PatchPositions, device, dtype, noise_mode: str,
+                 generator: torch.Generator | None, cache: "_FeatureCache"):
+        self.cfg, self.pos, self.device, self.dtype, self.cache = cfg, pos, device, dtype, cache
+        self.noise_mode, self.generator = noise_mode, generator
+        self._cols: dict[int, _ColumnStyles] = {}
+
+    def column_styles(self, res: int) -> _ColumnStyles:
+        if res not in self._cols:
+            self._cols[res] = _ColumnStyles(self.cfg, res, self.pos, self.device)
+        return self._cols[res]
+
+    def coords(self, res: int, basis: Tensor, use_cosine: bool) -> Tensor:
+        """Coordinate features of every patch at resolution `res`: [B, D, res, res // grid_size].
+
+        x is relative to the window, as the official `generate_shifted_coords` computes it.
+        Features depend on the patch position only, so they are cached per position.
+        """
+        cfg, pos = self.cfg, self.pos
+        pw = res // cfg.grid_size
+        w_dist = int(0.5 * cfg.w_coord_dist * res)
+        out = []
+        for lb, slot in zip(pos.left_border.tolist(), pos.slot.tolist()):
+            fold = pos.canonical and (lb + slot) * pw >= w_dist
+            key = (res, basis.shape[0], lb, slot, fold, use_cosine, self.dtype, str(self.device))
+            feats = self.cache.get(key)
+            if feats is None:
+                shift = (lb * pw - w_dist) / w_dist * cfg.w_coord_dist + 1.0
+                x = (slot * pw + np.arange(pw)) / res * 2 - 1 + shift
+                if fold:
+                    # The right half of a window equals the left half of the next one, up to whole
+                    # periods of every feature (SynthesisNetwork.periodic): fold it for exact equality.
+                    x = x - cfg.w_coord_dist
+                y = (res - 1 - np.arange(res)) / res * 2 - 1
+                feats = coord_features(basis, x[None], y, use_cosine)[0].to(self.device, self.dtype)
+                self.cache.put(key, feats)
+            out.append(feats)
+        return torch.stack(out)
+
+    def noise(self, layer: "SynthesisLayer", shape) -> Tensor | None:
+        if self.noise_mode == "none":
+            return None
+        b, _, h, pw = shape
+        if self.noise_mode == "const":
+            slots = torch.from_numpy(self.pos.slot).to(self.device)
+            cols = slots[:, None] * pw + torch.arange(pw, device=self.device)[None, :]  # [B, pw]
+            n = layer.noise_const.to(self.dtype)[:, cols].permute(1, 0, 2).unsqueeze(1)  # [B, 1, h, pw]
+        else:
+            n = torch.randn([b, 1, h, pw], generator=self.generator, device="cpu")
+            n = n.to(device=self.device, dtype=self.dtype)
+        return n * layer.noise_strength.to(self.dtype)
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated 3x3 convolution with SA-AdaIN styles, per patch, demodulated by weights only."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int,
+                 conv_clamp: float | None):
+        super().__init__()
+        self.resolution, self.up, self.conv_clamp = resolution, up, conv_clamp
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 3, 3]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.noise_strength = nn.Parameter(torch.zeros([]))
+        self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+
+    def forward(self, x: Tensor, w3: Tensor, ctx: _Context) -> Tensor:
+        """x [B, I, h, pw], w3 [B, 3, w_dim] -> [B, O, h * up, pw * up]."""
+        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], 3, -1)
+        x = x * ctx.column_styles(x.shape[2]).__call__(styles).to(x.dtype)
+        weight = self.weight.to(x.dtype)
+        # ALIS demodulates with the weights alone: styles vary along x, so they cannot fold in.
+        demod = (self.weight.square().sum(dim=[1, 2, 3]) + 1e-8).rsqrt().to(x.dtype)
+        if self.up == 2:
+            x = conv3x3_up2(x, weight)
+        else:
+            x = torch.nn.functional.conv2d(x, weight, padding=1)
+        noise = ctx.noise(self, x.shape)
+        demod = demod.reshape(1, -1, 1, 1)
+        x = x * demod if noise is None else torch.addcmul(noise, x, demod)
+        return bias_act(x, self.bias, "lrelu", clamp=self.conv_clamp)
+
+
+class ToRGB(nn.Module):
+    """1x1 modulated convolution (no demodulation) to RGB, with SA-AdaIN styles."""
+
+    def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None):
+        super().__init__()
+        self.conv_clamp = conv_clamp
+        self.affine = FullyConnected(w_dim, in_channels, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, 1, 1]))
+        self.bias = nn.Parameter(torch.zeros([out_channels]))
+        self.weight_gain = 1 / math.sqrt(in_channels)
+
+    def forward(self, x: Tensor, w3: Tensor, ctx: _Context) -> Tensor:
+        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], 3, -1) * self.weight_gain
+        x = x * ctx.column_styles(x.shape[2])(styles).to(x.dtype)
+        x = torch.nn.functional.conv2d(x, self.weight.to(x.dtype))
+        return bias_act(x, self.bias, "linear", clamp=self.conv_clamp)
+
+
+class GridInput(nn.Module):
+    """The 4x4 input: a learned column [C, 4] modulated along x by interpolated anchor styles,
+    concatenated with Fourier coordinate features of the 4x4 grid."""
+
+    def __init__(self, cfg: GeneratorConfig, channels: int):
+        super().__init__()
+        self.input_column = nn.Parameter(torch.randn([channels, 4]))
+        self.affine = FullyConnected(cfg.w_dim, channels, bias_init=0.0)
+        self.basis = logarithmic_basis(4, channels, remove_lowest_freq=True, use_diagonal=True)
+        self.out_channels = channels + 2 * self.basis.shape[0]
+
+    def forward(self, w3: Tensor, ctx: _Context) -> Tensor:
+        b = w3.shape[0]
+        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(b, 3, -1)
+        pw = 4 // ctx.cfg.grid_size
+        x = self.input_column[None, :, :, None].expand(b, -1, -1, pw)  # [B, C, 4, pw]
+        x = x * ctx.column_styles(4)(styles)
+        return torch.cat([x, ctx.coords(4, self.basis, True).to(x.dtype)], dim=1)
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution: [coords ++ x] -> conv0 (up 2) -> conv1 -> toRGB, skip-connected images."""
+
+    def __init__(self, cfg: GeneratorConfig, res: int):
+        super().__init__()
+        self.res = res
+        out_ch = cfg.channels(res)
+        if res == 4:
+            self.input = GridInput(cfg, out_ch)
+            conv1_in = self.input.out_channels
+        else:
+            dim = cfg.coord_dims[str(res)]
+            self.basis = logarithmic_basis(res, dim, remove_lowest_freq=True,
+                                           use_diagonal=cfg.coord_use_diagonal)
+            self.use_cosine = cfg.coord_use_cosine
+            n_coord = self.basis.shape[0] * (2 if self.use_cosine else 1)
+            self.conv0 = SynthesisLayer(cfg.channels(res // 2) + n_coord, out_ch, cfg.w_dim, res, 2,
+                                        cfg.conv_clamp)
+            conv1_in = out_ch
+        self.conv1 = SynthesisLayer(conv1_in, out_ch, cfg.w_dim, res, 1, cfg.conv_clamp)
+        self.torgb = ToRGB(out_ch, cfg.img_channels, cfg.w_dim, cfg.conv_clamp)
+
+    def forward(self, x: Tensor | None, img: Tensor | None, ws3: Tensor, ctx: _Context):
+        """ws3 [B, 3 layers, 3 anchors, w_dim] -> (x, img)."""
+        if self.res == 4:
+            x = self.input(ws3[:, 0], ctx).to(ctx.dtype)
+        else:
+            coords = ctx.coords(x.shape[2], self.basis, self.use_cosine).to(x.dtype)
+            x = self.conv0(torch.cat([x, coords], dim=1), ws3[:, 0], ctx)
+        x = self.conv1(x, ws3[:, 1], ctx)
+        y = self.torgb(x, ws3[:, 2], ctx).to(torch.float32)
+        img = y if img is None else upsample2d(img) + y
+        return x, img
+
+
+class SynthesisNetwork(nn.Module):
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.cfg = cfg
+        for res in cfg.block_resolutions:
+            setattr(self, f"b{res}", SynthesisBlock(cfg, res))
+        # Training ramps the shift of frames inside their window from 0 to 1 (official schedule).
+        self.register_buffer("max_shift_strength", torch.ones([1]))
+        self._check_periodicity()
+
+    def _check_periodicity(self) -> None:
+        """Can patch positions be folded by one anchor interval without changing any feature?"""
+        bases = [self.b4.input.basis] + [getattr(self, f"b{r}").basis for r in self.cfg.block_resolutions[1:]]
+        phase = torch.cat([b[:, 0] for b in bases]).double().numpy() * self.cfg.w_coord_dist / (2 * math.pi)
+        self.periodic = bool(np.all(np.abs(phase - np.round(phase)) < 1e-3))
+        self.feature_cache = _FeatureCache()
+
+    def forward(self, ws3: Tensor, pos: PatchPositions, noise_mode: str = "none",
+                generator: torch.Generator | None = None, dtype=torch.float32) -> Tensor:
+        """ws3 [B, num_ws, 3, w_dim] (left/centre/right anchors per layer) -> patches [B, C, H, Wp]."""
+        if noise_mode not in NOISE_MODES:
+            raise AlisError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if pos.canonical and not self.periodic:
+            pos = PatchPositions(pos.left_border, pos.slot, canonical=False)
+        ctx = _Context(self.cfg, pos, ws3.device, dtype, noise_mode, generator, self.feature_cache)
+        x = img = None
+        for i, res in enumerate(self.cfg.block_resolutions):
+            x, img = getattr(self, f"b{res}")(x, img, ws3[:, 2 * i: 2 * i + 3], ctx)
+        return img
+
+
+class Generator(nn.Module):
+    """ALIS generator. `map` turns latents into anchors, `frame` renders the official frame,
+    `patches` renders any set of patches (the panorama engine's unit of work)."""
+
+    def __init__(self, cfg: GeneratorConfig):
+        super().__init__()
+        self.config = cfg
+        self.mapping = MappingNetwork(cfg)
+        self.synthesis = SynthesisNetwork(cfg)
+        self.compute_dtype = torch.float32
+
+    @property
+    def img_resolution(self) -> int:
+        return self.config.img_resolution
+
+    @property
+    def z_dim(self) -> int:
+        return self.config.z_dim
+
+    @property
+    def w_dim(self) -> int:
+        return self.config.w_dim
+
+    @property
+    def num_ws(self) -> int:
+        return self.config.num_ws
+
+    @property
+    def anchor_spacing(self) -> int:
+        return self.config.anchor_spacing
+
+    @property
+    def device(self) -> torch.device:
+        return self.mapping.w_avg.device
+
+    def map(self, z: Tensor, truncation_psi: float = 1.0) -> Tensor:
+        """z [N, z_dim] -> w [N, w_dim]; truncation lerps towards the tracked w_avg."""
+        return self.mapping(z.to(self.device), truncation_psi=truncation_psi)
+
+    def _per_layer(self, w: Tensor, name: str) -> Tensor:
+        w = w.to(self.device, torch.float32)
+        if w.ndim == 2:
+            w = w.unsqueeze(1).expand(-1, self.num_ws, -1)
+        if w.ndim != 3 or w.shape[1:] != (self.num_ws, self.w_dim):
+            raise AlisError(f"{name} must be [N, {self.w_dim}] or [N, {self.num_ws}, {self.w_dim}], "
+                            f"got {list(w.shape)}")
+        return w
+
+    def frame(self, w_left: Tensor, w_center: Tensor, w_right: Tensor, left_border,
+              noise_mode: str = "none", generator: torch.Generator | None = None) -> Tensor:
+        """One frame per sample, [N, 3, H, H] in [-1, 1], as the official synthesis computes it for
+        ws=w_center, ws_context=(w_left, w_right), left_borders_idx=left_border (patches, [N])."""
+        wl, wc, wr = (self._per_layer(w, n) for w, n in
+                      ((w_left, "w_left"), (w_center, "w_center"), (w_right, "w_right")))
+        n, g = wc.shape[0], self.config.grid_size
+        lb = torch.as_tensor(left_border).reshape(-1).expand(n).to(torch.float32)
+        lb = (self.synthesis.max_shift_strength.cpu() * lb).to(torch.int64).numpy()
+        ws3 = torch.stack([wl, wc, wr], dim=2).repeat_interleave(g, dim=0)  # [N*g, num_ws, 3, w_dim]
+        pos = PatchPositions(np.repeat(lb, g), np.tile(np.arange(g), n))
+        patches = self.synthesis(ws3, pos, noise_mode, generator, self.compute_dtype)  # [N*g, C, H, pw]
+        c, h, pw = patches.shape[1:]
+        return patches.reshape(n, g, c, h, pw).permute(0, 2, 3, 1, 4).reshape(n, c, h, g * pw)
+
+    def patches(self, ws3: Tensor, left_border, slot, noise_mode: str = "none",
+                generator: torch.Generator | None = None, canonical: bool = True) -> Tensor:
+        """Render B independent patches: ws3 [B, 3, w_dim] or [B, num_ws, 3, w_dim] -> [B, 3, H, Wp]."""
+        ws3 = ws3.to(self.device, torch.float32)
+        if ws3.ndim == 3:
+            ws3 = ws3.unsqueeze(1).expand(-1, self.num_ws, -1, -1)
+        pos = PatchPositions(np.asarray(left_border, dtype=np.int64).reshape(-1),
+                             np.asarray(slot, dtype=np.int64).reshape(-1), canonical=canonical)
+        return self.synthesis(ws3, pos, noise_mode, generator, self.compute_dtype)

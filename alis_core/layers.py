@@ -1,0 +1,142 @@
+"""Pure tensor ops of ALIS first, small modules after. Reference semantics run on any device.
+
+All ops act on *patch batches*: x [B, C, H, Wp] holds B patches, each convolved on its own with
+zero padding (ALIS Sec. 3.2: patches are generated independently, so a panorama of any length is
+a sequence of patches). No reshuffling between frame and patch layouts is ever needed.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LRELU_ALPHA = 0.2
+LRELU_GAIN = math.sqrt(2.0)
+
+
+def normalize_2nd_moment(x: Tensor, dim: int = 1, eps: float = 1e-8) -> Tensor:
+    """x / RMS(x) along `dim` (StyleGAN's z normalisation)."""
+    return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
+
+
+def bias_act(x: Tensor, b: Tensor | None, act: str = "linear", gain: float = 1.0,
+             clamp: float | None = None) -> Tensor:
+    """Add a per-channel bias (dim 1), apply the activation, scale by gain, clamp to +-clamp."""
+    if b is not None:
+        x = x + b.reshape([1, -1] + [1] * (x.ndim - 2)).to(x.dtype)
+    if act == "lrelu":
+        x = F.leaky_relu(x, LRELU_ALPHA)
+        gain = gain * LRELU_GAIN
+    elif act != "linear":
+        raise ValueError(f"unknown activation {act!r}")
+    if gain != 1:
+        x = x * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def lowpass_filter_1d(device=None) -> Tensor:
+    """The [1,3,3,1] binomial filter, normalised to sum 1."""
+    f = torch.tensor([1.0, 3.0, 3.0, 1.0], device=device)
+    return f / f.sum()
+
+
+def _filter_2d(channels: int, gain: float, dtype, device) -> Tensor:
+    f = lowpass_filter_1d(device).to(torch.float64)
+    f2 = torch.outer(f, f) * gain
+    return f2.to(dtype).expand(channels, 1, 4, 4).contiguous()
+
+
+def upsample2d(x: Tensor) -> Tensor:
+    """2x upsampling with the [1,3,3,1] filter: zero-insert, pad (2, 1), filter; per patch.
+
+    Equals StyleGAN2's upfirdn2d.upsample2d; written as one depthwise transposed convolution.
+    """
+    c = x.shape[1]
+    return F.conv_transpose2d(x, _filter_2d(c, 4.0, x.dtype, x.device), stride=2, padding=1, groups=c)
+
+
+def conv3x3_up2(x: Tensor, weight: Tensor) -> Tensor:
+    """3x3 convolution on the 2x upsampled input, as StyleGAN2's conv2d_resample(up=2) computes it:
+    a stride-2 transposed convolution followed by the [1,3,3,1] low-pass filter (pad 1, gain 4)."""
+    x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # [B, O, 2h+1, 2w+1]
+    c = x.shape[1]
+    return F.conv2d(F.pad(x, [1, 1, 1, 1]), _filter_2d(c, 4.0, x.dtype, x.device), groups=c)
+
+
+def downsample2d(x: Tensor, pad: tuple[int, int]) -> Tensor:
+    """Low-pass filter then keep every second pixel (StyleGAN2's downsampling path)."""
+    c = x.shape[1]
+    x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
+    return F.conv2d(x, _filter_2d(c, 1.0, x.dtype, x.device), groups=c, stride=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fourier coordinate features (ALIS Sec. 3.3): a logarithmic basis of wavefronts in 4 directions.
+
+def logarithmic_basis(resolution: int, max_features: int, remove_lowest_freq: bool = True,
+                      use_diagonal: bool = True) -> Tensor:
+    """Frequencies [D, 2] (x, y coefficients) of the coordinate features, float32.
+
+    Per direction, ceil(log2(resolution)) octaves of a base period of 4 (4*sqrt(2) on diagonals);
+    directions: horizontal bands, vertical bands, main and anti diagonal. If the octaves of all
+    directions do not fit `max_features`, the diagonals are dropped (anti-diagonal first).
+    The float32 arithmetic (direction * 2^k * 2pi/period) is the official one, so the phases, and
+    thus the pixels, match official checkpoints bit for bit at the first layer.
+    """
+    n = int(math.ceil(math.log2(resolution)))
+    s = 1.0 / math.sqrt(2.0)
+    directions = [((0.0, 1.0), 4.0), ((1.0, 0.0), 4.0)]
+    if use_diagonal:
+        directions += [((-s, s), 4.0 * math.sqrt(2.0)), ((s, s), 4.0 * math.sqrt(2.0))]
+    while n * len(directions) > max_features and len(directions) > 2:
+        directions = directions[:-1]
+    first = 1 if remove_lowest_freq else 0
+    powers = (2.0 ** torch.arange(first, n, dtype=torch.float32)).unsqueeze(1)  # [n', 1]
+    rows = [torch.tensor([d], dtype=torch.float32) * powers * (2.0 * math.pi / period) for d, period in directions]
+    basis = torch.cat(rows, dim=0) if rows and n > first else torch.zeros([0, 2])
+    if basis.shape[0] > max_features:
+        raise ValueError(f"{basis.shape[0]} coordinate features do not fit into {max_features}")
+    return basis
+
+
+def coord_features(basis: Tensor, x: np.ndarray, y: np.ndarray, use_cosine: bool) -> Tensor:
+    """sin (and cos) of basis . (x, y) at every pixel: [B, D(*2), H, W] from x [B, W], y [H], float32.
+
+    The phase is the official float32 einsum over (x, y); x and y are exact in float32.
+    """
+    b, w, h = x.shape[0], x.shape[1], y.shape[0]
+    xs = torch.from_numpy(x.astype(np.float32))[:, None, :].expand(b, h, w)
+    ys = torch.from_numpy(y.astype(np.float32))[None, :, None].expand(b, h, w)
+    coords = torch.stack([xs, ys], dim=1)  # [B, 2, H, W]
+    phase = torch.einsum("bdc,bcxy->bdxy", basis.unsqueeze(0).expand(b, -1, -1).contiguous(), coords)
+    return torch.cat([phase.sin(), phase.cos()] if use_cosine else [phase.sin()], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Modules
+
+class FullyConnected(nn.Module):
+    """A dense layer with equalised learning rate (weights scaled at run time)."""
+
+    def __init__(self, in_features: int, out_features: int, activation: str = "linear",
+                 lr_multiplier: float = 1.0, bias_init: float = 0.0):
+        super().__init__()
+        self.activation = activation
+        self.weight = nn.Parameter(torch.randn([out_features, in_features]) / lr_multiplier)
+        self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
+        self.weight_gain = lr_multiplier / math.sqrt(in_features)
+        self.bias_gain = lr_multiplier
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight.to(x.dtype) * self.weight_gain
+        b = self.bias.to(x.dtype)
+        if self.bias_gain != 1:
+            b = b * self.bias_gain
+        if self.activation == "linear":
+            return torch.addmm(b.unsqueeze(0), x, w.t())
+        return bias_act(x.matmul(w.t()), b, self.activation)
