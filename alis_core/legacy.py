@@ -30,9 +30,10 @@ class PersistentRecord:
     def __init__(self, meta: Any = None):
         meta = meta if isinstance(meta, dict) else {}
         self.class_name = str(meta.get("class_name", "?"))
-        self.init_args = meta.get("init_args", ())
-        self.init_kwargs = dict(meta.get("init_kwargs", {}) or {})
         self.state = meta.get("state", {}) or {}
+        state = self.state if isinstance(self.state, dict) else {}
+        self.init_args = state.get("_init_args", meta.get("init_args", ())) or ()
+        self.init_kwargs = dict(state.get("_init_kwargs", meta.get("init_kwargs", {})) or {})
 
     def __setstate__(self, state):  # plain objects pickled without persistence
         self.state = state
@@ -51,17 +52,19 @@ class PersistentRecord:
         return out
 
 
-class _Inert:
-    """Any allowlisted plain container class (EasyDict, omegaconf nodes) becomes a dict-like bag."""
+class _Inert(dict):
+    """Any allowlisted plain container class (EasyDict, omegaconf nodes) becomes an inert dict."""
 
     def __init__(self, *args, **kwargs):
-        self.args, self.kwargs, self.state = args, kwargs, None
+        super().__init__()
+        self.state = None
 
     def __setstate__(self, state):
         self.state = state
 
     def to_python(self):
-        return _to_python(self.state if self.state is not None else self.kwargs)
+        state = getattr(self, "state", None)
+        return _to_python(state if state is not None else dict(self))
 
 
 def _reconstruct_persistent_obj(meta):
@@ -98,6 +101,10 @@ _ALLOWED = {
     ("torch", "device"): torch.device,
     ("torch", "Size"): torch.Size,
     ("collections", "OrderedDict"): collections.OrderedDict,
+    ("collections", "defaultdict"): collections.defaultdict,
+    ("builtins", "dict"): dict,
+    ("builtins", "list"): list,
+    ("builtins", "tuple"): tuple,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "slice"): slice,
@@ -128,6 +135,8 @@ def _to_python(obj: Any) -> Any:
     """Unwrap inert containers (EasyDict, omegaconf) into dicts/lists/scalars."""
     if isinstance(obj, _Inert):
         return obj.to_python()
+    if isinstance(obj, PersistentRecord):
+        return obj
     if isinstance(obj, dict):
         # omegaconf DictConfig state keeps its items under '_content'
         if "_content" in obj and isinstance(obj.get("_content"), (dict, list)):
