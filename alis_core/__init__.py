@@ -1,9 +1,25 @@
 """ALIS panoramas: a faithful, pure-PyTorch implementation of ALIS (Skorokhodov et al., ICCV 2021).
 
-Public API (see docs/ARCHITECTURE.md):
-    load_generator, save_generator, Generator, GeneratorConfig,
-    sample_anchors, anchors_from_seeds, panorama, iter_panorama, seam_score.
-"""
-from .errors import AlisError
+    G = alis_core.load_generator()                      # the bundled default model
+    anchors = alis_core.sample_anchors(G, 8, seed=1)    # 8 scenes
+    strip = alis_core.panorama(G, anchors, wrap=True)   # [3, H, 8 * G.anchor_spacing], a 360° loop
 
-__all__ = ["AlisError"]
+See docs/ARCHITECTURE.md for how the paper's terms map to the code.
+"""
+from .anchors import anchors_from_seeds, latents_to_anchors, parse_seed_list, sample_anchors, sample_latents
+from .checkpoint import (DEFAULT_CHECKPOINT, convert_official, load_discriminator, load_generator,
+                         save_generator)
+from .config import DiscriminatorConfig, GeneratorConfig
+from .discriminator import Discriminator
+from .errors import AlisError
+from .generator import Generator
+from .panorama import iter_panorama, panorama, resample_loop, seam_score
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlisError", "DEFAULT_CHECKPOINT", "Discriminator", "DiscriminatorConfig", "Generator", "GeneratorConfig",
+    "anchors_from_seeds", "convert_official", "iter_panorama", "latents_to_anchors", "load_discriminator",
+    "load_generator", "panorama", "parse_seed_list", "resample_loop", "sample_anchors", "sample_latents",
+    "save_generator", "seam_score",
+]

@@ -1,0 +1,67 @@
+"""Anchor sequences: the latent codes placed along the panorama, one per anchor interval border.
+
+Anchors are plain w tensors [K, w_dim]; joining two sequences ("scene A, then scene B") is torch.cat.
+Latents z are always drawn on the CPU from a seeded torch.Generator, so a seed gives the same
+anchors on every device.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from .errors import AlisError
+
+
+def _check_psi(truncation_psi: float) -> float:
+    psi = float(truncation_psi)
+    if not 0.0 <= psi <= 2.0:
+        raise AlisError(f"truncation psi must be within [0, 2] (1 = no truncation, 0.7 = typical), got {psi}")
+    return psi
+
+
+def sample_latents(z_dim: int, num: int, seed: int) -> Tensor:
+    """z [num, z_dim] ~ N(0, I) from one seed, drawn on the CPU."""
+    g = torch.Generator("cpu").manual_seed(int(seed))
+    return torch.randn([num, z_dim], generator=g)
+
+
+@torch.no_grad()
+def latents_to_anchors(G, z: Tensor, truncation_psi: float = 1.0) -> Tensor:
+    """z [K, z_dim] -> anchors w [K, w_dim] (CPU float32)."""
+    psi = _check_psi(truncation_psi)
+    if z.ndim != 2 or z.shape[1] != G.z_dim:
+        raise AlisError(f"latents must be [K, {G.z_dim}], got {list(z.shape)}")
+    return G.map(z.to(G.device), truncation_psi=psi).float().cpu()
+
+
+def sample_anchors(G, num_anchors: int, seed: int, truncation_psi: float = 1.0) -> Tensor:
+    """K anchors from one seed: [K, w_dim]."""
+    if int(num_anchors) < 1:
+        raise AlisError(f"the number of anchors must be >= 1, got {num_anchors}")
+    return latents_to_anchors(G, sample_latents(G.z_dim, int(num_anchors), seed), truncation_psi)
+
+
+def anchors_from_seeds(G, seeds: Sequence[int], truncation_psi: float = 1.0) -> Tensor:
+    """One anchor per seed, in order ("scene 12, then 7, then 99"): [len(seeds), w_dim]."""
+    if len(seeds) == 0:
+        raise AlisError("the seed list is empty; give at least one seed, e.g. --seeds 12,7,99")
+    z = torch.cat([sample_latents(G.z_dim, 1, s) for s in seeds])
+    return latents_to_anchors(G, z, truncation_psi)
+
+
+def parse_seed_list(text: str) -> list[int]:
+    """'12, 7,99' -> [12, 7, 99]; a clear error names the bad entry."""
+    seeds = []
+    for part in str(text).replace(";", ",").split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            seeds.append(int(part))
+        except ValueError:
+            raise AlisError(f"seed list entry {part!r} is not an integer; write seeds like 12,7,99") from None
+    if not seeds:
+        raise AlisError(f"seed list {text!r} holds no seeds; write seeds like 12,7,99")
+    return seeds

@@ -1,0 +1,156 @@
+"""Panoramas of any length from an anchor sequence, streamed patch by patch (ALIS Sec. 3.2).
+
+Anchor m sits at column m * anchor_spacing. The interval between anchors m and m+1 holds
+`patches_per_interval` patches; each is rendered as the left half of the window (a_m, a_m+1, .),
+which is exactly what the official inference computes for it (only the two anchors around a patch
+and its position between them matter). With wrap=True the anchor sequence is cyclic, so K anchors
+give K intervals and the strip closes into a 360° loop.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import AlisError
+
+ProgressFn = Callable[[int, int], None]
+
+
+def _as_anchors(G, anchors) -> Tensor:
+    w = anchors.ws if hasattr(anchors, "ws") else anchors
+    if not isinstance(w, Tensor):
+        raise AlisError("anchors must be a tensor of w [K, w_dim]; build them with sample_anchors()")
+    w = w.detach().to(torch.float32)
+    if w.ndim == 2:
+        w = w.unsqueeze(1).expand(-1, G.num_ws, -1)
+    if w.ndim != 3 or w.shape[1:] != (G.num_ws, G.w_dim):
+        raise AlisError(f"anchors must be [K, {G.w_dim}] or [K, {G.num_ws}, {G.w_dim}], got {list(w.shape)}")
+    return w
+
+
+class PanoramaPlan:
+    """Geometry of one panorama: which patches to render, in order, and how wide it is."""
+
+    def __init__(self, G, anchors, wrap: bool, width: int | None):
+        cfg = G.config
+        self.ws = _as_anchors(G, anchors)
+        k = self.ws.shape[0]
+        if wrap and k < 2:
+            raise AlisError(f"a wrapping panorama needs at least 2 anchors, got {k}")
+        if not wrap and k < 2:
+            raise AlisError(f"a panorama needs at least 2 anchors (K anchors give K-1 intervals), got {k}")
+        self.wrap = wrap
+        self.num_intervals = k if wrap else k - 1
+        self.ppi = cfg.patches_per_interval
+        self.grid_size = cfg.grid_size
+        self.patch_width = cfg.patch_width
+        self.height = cfg.img_resolution
+        self.natural_width = self.num_intervals * self.ppi * self.patch_width
+        if width is not None:
+            width = int(width)
+            if width <= 0:
+                raise AlisError(f"width must be a positive number of pixels, got {width}")
+            if width > self.natural_width:
+                raise AlisError(f"width {width} px exceeds the {self.natural_width} px that {k} anchors give "
+                                f"({G.anchor_spacing} px per interval); add anchors or lower the width")
+        self.width = self.natural_width if width is None else width
+        self.num_patches = math.ceil(self.width / self.patch_width)
+
+    def window(self, patches: range) -> tuple[Tensor, list[int], list[int]]:
+        """ws3 [B, num_ws, 3, w_dim], left borders and slots of the given patch indices.
+
+        Without wrap, windows are laid out as the official inference notebook lays them out
+        (centred on anchors 1, 3, 5, ...), so the pixels match it. With wrap, every patch is the
+        left half of its window with folded coordinates, so the result is exactly equivariant:
+        rotating the anchors rolls the panorama.
+        """
+        k = self.ws.shape[0]
+        idx = torch.tensor(list(patches))
+        m = idx // self.ppi
+        q = idx % self.ppi
+        odd = (m % 2 == 1) & (not self.wrap)
+        first = torch.where(odd, m - 1, m)  # window's left anchor
+        pos = torch.where(odd, q + self.ppi, q)  # patch index inside the window
+        # The window's right anchor is only read by patches in its right half.
+        right = torch.where(first + 2 < k, first + 2, first + 1)
+        ws3 = torch.stack([self.ws[first % k], self.ws[(first + 1) % k], self.ws[right % k]], dim=2)
+        g = self.grid_size
+        return ws3, (pos - pos % g).tolist(), (pos % g).tolist()
+
+
+@torch.no_grad()
+def iter_panorama(G, anchors, wrap: bool = False, width: int | None = None, noise_mode: str = "none",
+                  batch_size: int = 8, progress: ProgressFn | None = None, seed: int = 0) -> Iterator[Tensor]:
+    """Yield consecutive column tiles [3, H, w_tile] (CPU float32, [-1, 1]) of the panorama.
+
+    Memory does not grow with the width: each tile is `batch_size` patches. `progress(done, total)`
+    is called after each tile; it may raise to cancel.
+    """
+    plan = PanoramaPlan(G, anchors, wrap, width)
+    if int(batch_size) < 1:
+        raise AlisError(f"batch size must be >= 1, got {batch_size}")
+    gen = torch.Generator("cpu").manual_seed(int(seed))
+    emitted = 0
+    for start in range(0, plan.num_patches, int(batch_size)):
+        patches = range(start, min(start + int(batch_size), plan.num_patches))
+        ws3, lb, slot = plan.window(patches)
+        out = G.patches(ws3, lb, slot, noise_mode=noise_mode, generator=gen, canonical=plan.wrap)  # [B, 3, H, pw]
+        tile = out.float().permute(1, 2, 0, 3).reshape(out.shape[1], out.shape[2], -1).cpu()
+        tile = tile[:, :, : plan.width - emitted]
+        emitted += tile.shape[2]
+        if progress is not None:
+            progress(patches.stop, plan.num_patches)
+        yield tile
+
+
+def panorama(G, anchors, wrap: bool = False, width: int | None = None, noise_mode: str = "none",
+             batch_size: int = 8, progress: ProgressFn | None = None, seed: int = 0) -> Tensor:
+    """The whole panorama [3, H, W] (CPU float32, [-1, 1]).
+
+    K anchors give (K-1) * anchor_spacing columns, or K * anchor_spacing with wrap=True.
+    `width` crops a non-wrapping panorama; with wrap=True a width other than the natural one is
+    reached by resampling the closed loop circularly, which keeps it seamless.
+    """
+    natural = None if wrap else width
+    tiles = list(iter_panorama(G, anchors, wrap, natural, noise_mode, batch_size, progress, seed))
+    img = torch.cat(tiles, dim=2)
+    if wrap and width is not None and int(width) != img.shape[2]:
+        img = resample_loop(img, int(width))
+    return img
+
+
+def resample_loop(img: Tensor, width: int) -> Tensor:
+    """Resize a closed 360° strip [C, H, W] to `width` columns, treating it as periodic."""
+    if width <= 0:
+        raise AlisError(f"width must be a positive number of pixels, got {width}")
+    w = img.shape[2]
+    pad = max(4, math.ceil(4 * w / width))
+    padded = torch.cat([img[:, :, -pad:], img, img[:, :, :pad]], dim=2)[None]
+    scale = width / w
+    out = F.interpolate(padded, size=(img.shape[1], round((w + 2 * pad) * scale)), mode="bicubic",
+                        align_corners=False, antialias=scale < 1)[0]
+    off = round(pad * scale)
+    return out[:, :, off: off + width].contiguous()
+
+
+def seam_score(img: Tensor, patch_width: int | None = None) -> float:
+    """How visible the 360° seam of a strip [3, H, W] is, relative to interior patch boundaries.
+
+    Mean |column W-1 - column 0| divided by the mean difference between the two columns of every
+    interior patch boundary (every adjacent pair of columns if patch_width is None). About 1 means
+    the seam looks like any other boundary; much more than 1 means a visible seam.
+    """
+    if img.ndim != 3 or img.shape[2] < 3:
+        raise AlisError(f"seam_score needs a strip [3, H, W] with W >= 3, got {list(img.shape)}")
+    img = img.float()
+    seam = (img[:, :, -1] - img[:, :, 0]).abs().mean()
+    step = patch_width or 1
+    cols = torch.arange(step, img.shape[2], step)
+    if len(cols) == 0:
+        raise AlisError(f"a strip of {img.shape[2]} px has no interior patch boundary of width {patch_width}")
+    interior = (img[:, :, cols] - img[:, :, cols - 1]).abs().mean()
+    return float(seam / interior.clamp_min(1e-12))
