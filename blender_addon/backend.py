@@ -1,0 +1,405 @@
+"""The only place that reaches the generator (no bpy).
+
+Two backends run the generator outside Blender's UI thread:
+
+- SUBPROCESS (preferred): a separate Python that has this project installed runs the `alis` CLI,
+  `<python> -m alis_core generate ... --equirect out.exr --progress-format lines`. Torch never has
+  to be installed into Blender's bundled Python, a crash or out-of-memory kills only the child,
+  cancel = terminate the child, and progress comes from `progress <done>/<total>` lines on stderr.
+- IN_PROCESS: when `import alis_core` (and torch) works inside Blender's own Python, a worker
+  thread calls alis_core directly and hands back the pixels.
+
+Both are `Job`s: start them, `poll()` from a timer on the main thread (or `wait()` when blocking),
+`cancel()` to stop. Nothing here downloads anything.
+"""
+from __future__ import annotations
+
+import collections
+import importlib.util
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+from typing import Callable
+
+import numpy as np
+
+from . import pixels
+from .params import SkyParams
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("AUTO", "SUBPROCESS", "IN_PROCESS")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# `progress <done>/<total>`: one line per finished batch, printed by the CLI to stderr with
+# `--progress-format lines`. Anything else on stderr is kept only for error messages.
+PROGRESS_RE = re.compile(r"^\s*progress\s+(\d+)\s*/\s*(\d+)\s*$")
+ERROR_PREFIX = "error:"
+
+RUNNING, DONE, FAILED, CANCELLED = "RUNNING", "DONE", "FAILED", "CANCELLED"
+
+
+class BackendError(Exception):
+    """A one-line, user-facing problem with the backend setup (shown in the panel / operator report)."""
+
+
+class GenerationCancelled(Exception):
+    """Raised from the progress callback to stop an in-process generation."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Subprocess protocol (pure functions)
+
+
+def build_generate_command(
+    python: str,
+    params: SkyParams,
+    output_path: str,
+    *,
+    checkpoint: str = "",
+    device: str = "auto",
+) -> list[str]:
+    """argv for `<python> -m alis_core generate` writing the equirect sky of `params` to output_path.
+
+    An empty checkpoint means the CLI's bundled default model. The CLI writes the equirect at the
+    strip's natural width; the extension resizes it to `params.width` (pixels.resize_equirect, which
+    keeps the seam closed). Rotation and strength are not passed: Blender applies them with the
+    Mapping and Background nodes, so changing them needs no re-run.
+    """
+    params.validate()
+    if device not in DEVICES:
+        raise BackendError(f"device {device!r} is unknown: use one of {', '.join(DEVICES)}")
+    cmd = [python, "-m", "alis_core", "generate"]
+    if checkpoint:
+        cmd += ["--checkpoint", checkpoint]
+    cmd += [
+        "--seed", str(params.seed),
+        "--anchors", str(params.anchors),
+        "--psi", f"{params.psi:g}",
+        "--device", device,
+    ]
+    if params.wrap:
+        cmd.append("--wrap")
+    cmd += [
+        "--equirect", output_path,
+        "--horizon", f"{params.horizon:g}",
+        "--strip-scale", f"{params.strip_scale:g}",
+        "--cap-blur", f"{params.cap_blur:g}",
+        "--progress-format", "lines",
+    ]
+    return cmd
+
+
+def parse_progress_line(line: str) -> tuple[int, int] | None:
+    """`'progress 3/8'` -> (3, 8); anything else -> None."""
+    m = PROGRESS_RE.match(line)
+    if m is None:
+        return None
+    done, total = int(m.group(1)), int(m.group(2))
+    if total <= 0 or done > total:
+        return None
+    return done, total
+
+
+def parse_error_line(line: str) -> str | None:
+    """`'error: checkpoint x not found'` -> 'checkpoint x not found'; anything else -> None."""
+    line = line.strip()
+    if line.lower().startswith(ERROR_PREFIX):
+        return line[len(ERROR_PREFIX):].strip()
+    return None
+
+
+def subprocess_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for the backend Python: Blender's own Python settings removed, output unbuffered."""
+    env = dict(os.environ if base is None else base)
+    for key in ("PYTHONHOME", "PYTHONNOUSERSITE", "PYTHONSAFEPATH"):
+        env.pop(key, None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def check_python(python: str, timeout: float = 120.0) -> str:
+    """Run `<python> -c 'import alis_core, torch'`; return a one-line description or raise BackendError."""
+    if not python:
+        raise BackendError("no backend Python is set: set Backend Python in the ALIS Sky preferences")
+    if not os.path.isfile(python):
+        raise BackendError(f"backend Python {python!r} does not exist: point it at a python executable")
+    code = "import alis_core, torch, sys; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"
+    try:
+        out = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, timeout=timeout, env=subprocess_env(),
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+        )
+    except (OSError, subprocess.TimeoutExpired) as ex:
+        raise BackendError(f"backend Python {python!r} could not run: {ex}") from None
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise BackendError(f"backend Python {python!r} cannot import alis_core ({last}): pip install the project there")
+    py, torch_version, cuda = out.stdout.split()
+    return f"Python {py}, torch {torch_version}, CUDA {'yes' if cuda == 'True' else 'no'}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend choice
+
+
+def in_process_problem() -> str | None:
+    """None if alis_core and torch import in this Python, else a one-line reason."""
+    for name in ("torch", "alis_core"):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return f"{name} is not installed in Blender's Python"
+    return None
+
+
+def choose_backend(mode: str, python: str) -> str:
+    """Resolve the preference `mode` (AUTO / SUBPROCESS / IN_PROCESS) to SUBPROCESS or IN_PROCESS.
+
+    AUTO prefers a configured backend Python, then in-process. Raises BackendError naming the fix.
+    """
+    if mode not in BACKENDS:
+        raise BackendError(f"backend {mode!r} is unknown: use one of {', '.join(BACKENDS)}")
+    if mode == "SUBPROCESS" or (mode == "AUTO" and python):
+        if not python:
+            raise BackendError("no backend Python is set: set Backend Python in the ALIS Sky preferences")
+        if not os.path.isfile(python):
+            raise BackendError(f"backend Python {python!r} does not exist: point it at a python executable")
+        return "SUBPROCESS"
+    problem = in_process_problem()
+    if problem is not None:
+        raise BackendError(
+            f"{problem}: set Backend Python in the ALIS Sky preferences to a Python with this project installed"
+        )
+    return "IN_PROCESS"
+
+
+# ---------------------------------------------------------------------------------------------
+# Jobs
+
+
+class Job:
+    """A generation running off the main thread. Read `state`, `fraction`, `message`; call `poll()`."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.state = RUNNING
+        self.done = 0
+        self.total = 0
+        self.error = ""
+        self.result_path: str | None = None  # SUBPROCESS: file written by the CLI (linear light)
+        self.result_pixels: np.ndarray | None = None  # IN_PROCESS: [H, W, 3] float32, linear light, top-down
+
+    @property
+    def fraction(self) -> float:
+        with self._lock:
+            return self.done / self.total if self.total else 0.0
+
+    @property
+    def message(self) -> str:
+        with self._lock:
+            if self.state == RUNNING:
+                return f"Generating {self.done}/{self.total}" if self.total else "Starting..."
+            if self.state == FAILED:
+                return f"Failed: {self.error}"
+            return "Cancelled" if self.state == CANCELLED else "Done"
+
+    def _set_progress(self, done: int, total: int) -> None:
+        with self._lock:
+            self.done, self.total = done, total
+
+    def _finish(self, state: str, error: str = "") -> None:
+        with self._lock:
+            if self.state == RUNNING:
+                self.state, self.error = state, error
+
+    def poll(self) -> str:
+        """Current state (RUNNING, DONE, FAILED or CANCELLED); cheap, call it from a timer."""
+        return self.state
+
+    def wait(self, timeout: float | None = None) -> str:
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        raise NotImplementedError
+
+
+class SubprocessJob(Job):
+    """Runs `argv` (normally from build_generate_command) and expects it to write `output_path`."""
+
+    def __init__(self, argv: list[str], output_path: str, env: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.argv = list(argv)
+        self.output_path = output_path
+        self._stderr_tail: collections.deque[str] = collections.deque(maxlen=20)
+        self._cancel_requested = False
+        log.info("starting backend: %s", subprocess.list2cmdline(self.argv))
+        try:
+            self._proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+                bufsize=1,
+                env=subprocess_env(env),
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            )
+        except OSError as ex:
+            self._proc = None
+            self._finish(FAILED, f"could not start {self.argv[0]!r}: {ex}")
+            return
+        self._reader = threading.Thread(target=self._read_stderr, name="alis-backend-stderr", daemon=True)
+        self._reader.start()
+
+    def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            progress = parse_progress_line(line)
+            if progress is not None:
+                self._set_progress(*progress)
+            elif line.strip():
+                self._stderr_tail.append(line.rstrip())
+                log.debug("backend: %s", line.rstrip())
+        rc = self._proc.wait()
+        if self._cancel_requested:
+            self._finish(CANCELLED)
+        elif rc == 0 and os.path.isfile(self.output_path):
+            self.result_path = self.output_path
+            with self._lock:
+                if self.total:
+                    self.done = self.total
+            self._finish(DONE)
+        else:
+            self._finish(FAILED, self._error_text(rc))
+
+    def _error_text(self, rc: int) -> str:
+        for line in reversed(self._stderr_tail):
+            msg = parse_error_line(line)
+            if msg is not None:
+                return msg
+        if rc == 0:
+            return f"the backend finished but wrote no file {self.output_path!r}"
+        tail = self._stderr_tail[-1] if self._stderr_tail else "no output"
+        return f"the backend exited with code {rc}: {tail}"
+
+    def wait(self, timeout: float | None = None) -> str:
+        if self._proc is not None:
+            self._reader.join(timeout)
+        return self.state
+
+    def cancel(self) -> None:
+        """Terminate the backend process (kill it if it does not stop within 3 s)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._cancel_requested = True
+        self._proc.terminate()
+        try:
+            self._proc.wait(3.0)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+
+
+class InProcessJob(Job):
+    """Runs `generate(progress)` in a worker thread; generate returns pixels [H, W, 3] (linear, top-down)."""
+
+    def __init__(self, generate: Callable[[Callable[[int, int], None]], np.ndarray]) -> None:
+        super().__init__()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(generate,), name="alis-generate", daemon=True)
+        self._thread.start()
+
+    def _progress(self, done: int, total: int) -> None:
+        if self._cancel.is_set():
+            raise GenerationCancelled()
+        self._set_progress(done, total)
+
+    def _run(self, generate: Callable[[Callable[[int, int], None]], np.ndarray]) -> None:
+        try:
+            pixels = generate(self._progress)
+        except GenerationCancelled:
+            self._finish(CANCELLED)
+        except Exception as ex:  # noqa: BLE001 - any failure ends the job with its message
+            log.exception("in-process generation failed")
+            self._finish(FAILED, str(ex).splitlines()[0] if str(ex) else type(ex).__name__)
+        else:
+            if self._cancel.is_set():
+                self._finish(CANCELLED)
+                return
+            self.result_pixels = pixels
+            self._finish(DONE)
+
+    def wait(self, timeout: float | None = None) -> str:
+        self._thread.join(timeout)
+        return self.state
+
+    def cancel(self) -> None:
+        """Ask the worker to stop at the next batch boundary."""
+        self._cancel.set()
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process generation
+
+_generator_cache: dict[tuple[str, str, float], object] = {}
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' / 'mps' / 'cpu' (whichever is available, in that order); others unchanged."""
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_generator_cached(checkpoint: str, device: str):
+    """alis_core.load_generator, cached per (path, device, mtime) so repeated runs skip the load."""
+    import alis_core
+
+    path = checkpoint or None
+    mtime = os.path.getmtime(checkpoint) if checkpoint and os.path.exists(checkpoint) else 0.0
+    key = (checkpoint, device, mtime)
+    if key not in _generator_cache:
+        _generator_cache.clear()  # keep at most one model in Blender's memory
+        _generator_cache[key] = alis_core.load_generator(path, device=device)
+    return _generator_cache[key]
+
+
+def generate_in_process(
+    params: SkyParams,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    checkpoint: str = "",
+    device: str = "auto",
+    generator=None,
+) -> np.ndarray:
+    """Generate the equirect sky for `params` with alis_core in this process -> [H, W, 3] float32 linear, top-down.
+
+    `generator` overrides the checkpoint (tests pass a tiny model). progress(done, total) may raise to cancel.
+    """
+    import torch
+
+    import alis_core
+    from alis_core import image, projection
+
+    params.validate()
+    G = generator if generator is not None else load_generator_cached(checkpoint, resolve_device(device))
+    with torch.no_grad():
+        anchors = alis_core.sample_anchors(G, params.anchors, params.seed, truncation_psi=params.psi)
+        strip = alis_core.panorama(G, anchors, wrap=params.wrap, progress=progress, seed=params.seed)  # [3, H, W]
+        eq = projection.strip_to_equirect(
+            image.to_unit(strip), horizon=params.horizon, strip_scale=params.strip_scale, cap_blur=params.cap_blur,
+        )  # [3, W / 2, W] in [0, 1], sRGB-encoded
+        linear = image.chw_to_hwc(image.srgb_to_linear(eq.float().cpu()))  # [W / 2, W, 3]
+    return pixels.resize_equirect(linear.numpy(), params.width)

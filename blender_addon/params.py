@@ -1,0 +1,82 @@
+"""Sky generation parameters: the contract between the Blender UI and the backend (no bpy).
+
+The World panel fills a `SkyParams`; the backend turns it into a command line or a direct call.
+Keeping it a frozen dataclass makes a run reproducible from its file name and easy to test.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+MIN_WIDTH = 64
+MAX_WIDTH = 16384
+MAX_SEED = 2**31 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class SkyParams:
+    """Everything one sky generation depends on.
+
+    seed:        anchor seed (integer in [0, 2**31 - 1]).
+    anchors:     number of anchors K; with wrap the strip closes into a 360° loop of K * spacing px.
+    psi:         truncation psi in [0, 1]; lower = more typical, less varied landscapes.
+    width:       equirect width in px (height = width / 2).
+    wrap:        close the panorama into a seamless loop (on by default: a sky must wrap).
+    horizon:     where the horizon lands, as a fraction of the equirect height from the top
+                 (0 = zenith, 0.5 = equator, 1 = nadir), as in alis_core.projection.strip_to_equirect.
+    strip_scale: vertical stretch of the landscape strip (1 = square pixels); the sky and ground
+                 caps fill the rest of the sphere.
+    cap_blur:    how fast the sky/ground fill blurs away from the strip (Gaussian sigma in columns per row).
+    rotation:    Z rotation of the sky in radians (applied by the Mapping node in Blender, not baked).
+    strength:    Background strength (Blender only).
+    """
+
+    seed: int = 0
+    anchors: int = 8
+    psi: float = 0.7
+    width: int = 2048
+    wrap: bool = True
+    horizon: float = 0.5
+    strip_scale: float = 1.0
+    cap_blur: float = 0.5
+    rotation: float = 0.0
+    strength: float = 1.0
+
+    @property
+    def height(self) -> int:
+        """Equirect height in px: half the width (2:1 latitude-longitude image)."""
+        return self.width // 2
+
+    def validate(self) -> None:
+        """Raise ValueError with a one-line message naming the bad value and the fix."""
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed {self.seed} is out of range: use 0..{MAX_SEED}")
+        if self.anchors < 2:
+            raise ValueError(f"anchors {self.anchors} is too few: use at least 2")
+        if not 0.0 <= self.psi <= 1.0:
+            raise ValueError(f"psi {self.psi} is out of range: use 0..1")
+        if not MIN_WIDTH <= self.width <= MAX_WIDTH or self.width % 2:
+            raise ValueError(f"resolution {self.width} is invalid: use an even width in {MIN_WIDTH}..{MAX_WIDTH}")
+        if not 0.0 <= self.horizon <= 1.0:
+            raise ValueError(f"horizon {self.horizon} is out of range: use 0..1")
+        if not 0.0 < self.strip_scale <= 4.0:
+            raise ValueError(f"strip scale {self.strip_scale} is out of range: use a value in (0, 4]")
+        if not 0.0 <= self.cap_blur <= 10.0:
+            raise ValueError(f"fill blur {self.cap_blur} is out of range: use 0..10")
+        if not math.isfinite(self.rotation):
+            raise ValueError("rotation must be a finite angle")
+
+    def file_stem(self) -> str:
+        """A stable file name stem that names the settings that change the pixels (not rotation/strength)."""
+        wrap = "wrap" if self.wrap else "open"
+        return (
+            f"alis_sky_s{self.seed}_k{self.anchors}_psi{self.psi:.2f}_{self.width}_{wrap}"
+            f"_h{self.horizon:.2f}_x{self.strip_scale:.2f}_b{self.cap_blur:.2f}"
+        )
+
+    def file_name(self, ext: str = ".exr") -> str:
+        """File name for the generated equirect, e.g. 'alis_sky_s0_k8_psi0.70_2048_wrap_h0.50_x1.00_b0.50.exr'."""
+        if not ext.startswith("."):
+            ext = "." + ext
+        return self.file_stem() + ext.lower()
+

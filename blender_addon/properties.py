@@ -1,0 +1,80 @@
+"""Per-world sky settings (World.alis_sky) and per-session status (WindowManager.alis_sky_status)."""
+from __future__ import annotations
+
+import math
+
+import bpy
+
+from . import params, world
+
+def _update_rotation(self, context):
+    world.set_rotation(self.id_data, self.rotation)
+
+
+def _update_strength(self, context):
+    world.set_strength(self.id_data, self.strength)
+
+
+class ALIS_WorldSettings(bpy.types.PropertyGroup):
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=params.MAX_SEED)
+    anchors: bpy.props.IntProperty(
+        name="Anchors", default=8, min=2, soft_max=64,
+        description="Number of anchors; each adds one frame-spaced stretch of landscape",
+    )
+    psi: bpy.props.FloatProperty(
+        name="Psi", default=0.7, min=0.0, max=1.0,
+        description="Truncation psi: lower = more typical, less varied landscapes",
+    )
+    resolution: bpy.props.IntProperty(
+        name="Resolution", default=2048, min=params.MIN_WIDTH, max=params.MAX_WIDTH, step=64,
+        subtype="PIXEL", description="Equirect width in pixels (height is half of it)",
+    )
+    wrap: bpy.props.BoolProperty(name="Wrap", default=True, description="Close the panorama into a seamless 360° loop")
+    horizon: bpy.props.FloatProperty(
+        name="Horizon", default=0.5, min=0.05, max=0.95, subtype="FACTOR",
+        description="Where the horizon lands, from the top of the sky image: 0 = zenith, 0.5 = equator, 1 = nadir",
+    )
+    strip_scale: bpy.props.FloatProperty(
+        name="Landscape Height", default=1.0, min=0.05, max=4.0,
+        description="Vertical stretch of the landscape strip (1 = square pixels); "
+        "the sky and ground fills cover the rest of the sphere",
+    )
+    cap_blur: bpy.props.FloatProperty(
+        name="Fill Blur", default=0.5, min=0.0, max=10.0,
+        description="How fast the sky and ground fills blur away from the landscape strip",
+    )
+    rotation: bpy.props.FloatProperty(
+        name="Rotation", default=0.0, subtype="ANGLE", soft_min=-math.pi, soft_max=math.pi,
+        description="Rotate the sky about the vertical axis (no re-generation needed)",
+        update=_update_rotation,
+    )
+    strength: bpy.props.FloatProperty(
+        name="Strength", default=1.0, min=0.0, soft_max=10.0,
+        description="Background strength", update=_update_strength,
+    )
+
+    def to_params(self) -> params.SkyParams:
+        return params.SkyParams(
+            seed=self.seed, anchors=self.anchors, psi=self.psi, width=self.resolution // 2 * 2, wrap=self.wrap,
+            horizon=self.horizon, strip_scale=self.strip_scale, cap_blur=self.cap_blur,
+            rotation=self.rotation, strength=self.strength,
+        )
+
+
+class ALIS_Status(bpy.types.PropertyGroup):
+    running: bpy.props.BoolProperty(default=False)
+    progress: bpy.props.FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")
+    text: bpy.props.StringProperty(default="")
+
+
+classes = (ALIS_WorldSettings, ALIS_Status)
+
+
+def register() -> None:
+    bpy.types.World.alis_sky = bpy.props.PointerProperty(type=ALIS_WorldSettings)
+    bpy.types.WindowManager.alis_sky_status = bpy.props.PointerProperty(type=ALIS_Status)
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.alis_sky_status
+    del bpy.types.World.alis_sky

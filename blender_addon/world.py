@@ -1,0 +1,231 @@
+"""World node wiring and the sky image datablock (bpy, main thread only).
+
+The sky is wired as
+    Texture Coordinate (Generated) -> Mapping (Z rotation) -> Environment Texture (equirectangular)
+    -> Background -> World Output.
+Our nodes are named with the prefix "ALIS " and carry the custom property "alis_sky", so later
+runs find and reuse them; the user's other world nodes are left alone (only the World Output's
+Surface link is pointed at our Background).
+"""
+from __future__ import annotations
+
+import os
+
+import bpy
+import numpy as np
+
+from . import pixels
+
+TAG = "alis_sky"
+NODE_TEXCOORD = "ALIS Texture Coordinate"
+NODE_MAPPING = "ALIS Mapping"
+NODE_ENVIRONMENT = "ALIS Environment"
+NODE_BACKGROUND = "ALIS Background"
+NODE_OUTPUT = "ALIS World Output"
+IMAGE_NAME = "ALIS Sky"
+
+# Float image data is linear light; Blender 4.0+ calls that space 'Linear Rec.709', 3.x 'Linear'.
+LINEAR_COLORSPACES = ("Linear Rec.709", "Linear")
+
+
+def ensure_world(scene: bpy.types.Scene) -> bpy.types.World:
+    """The scene's world, created (and assigned) if it has none."""
+    if scene.world is None:
+        scene.world = bpy.data.worlds.new("World")
+    return scene.world
+
+
+def _node_tree(world: bpy.types.World) -> bpy.types.NodeTree:
+    if world.node_tree is None or not getattr(world, "use_nodes", True):
+        world.use_nodes = True  # deprecated in Blender 5 (always on there), needed on 4.x
+    return world.node_tree
+
+
+def _ensure_node(tree: bpy.types.NodeTree, bl_idname: str, name: str, location: tuple[float, float]):
+    node = tree.nodes.get(name)
+    if node is not None and node.bl_idname != bl_idname:
+        tree.nodes.remove(node)
+        node = None
+    if node is None:
+        node = tree.nodes.new(bl_idname)
+        node.name = name
+        node.label = name
+        node.location = location
+    node[TAG] = True
+    return node
+
+
+def _world_output(tree: bpy.types.NodeTree):
+    """The active World Output node; one is created when the tree has none."""
+    outputs = [n for n in tree.nodes if n.bl_idname == "ShaderNodeOutputWorld"]
+    for node in outputs:
+        if node.is_active_output:
+            return node
+    if outputs:
+        return outputs[0]
+    node = tree.nodes.new("ShaderNodeOutputWorld")
+    node.name = NODE_OUTPUT
+    node.location = (300.0, 0.0)
+    node[TAG] = True
+    return node
+
+
+def _link(tree: bpy.types.NodeTree, from_socket, to_socket) -> None:
+    """Link from_socket -> to_socket, replacing whatever fed to_socket before."""
+    for link in list(to_socket.links):
+        if link.from_socket != from_socket:
+            tree.links.remove(link)
+    if not to_socket.is_linked:
+        tree.links.new(from_socket, to_socket)
+
+
+def wire_world(
+    world: bpy.types.World,
+    image: bpy.types.Image | None,
+    rotation: float = 0.0,
+    strength: float = 1.0,
+) -> dict[str, bpy.types.Node]:
+    """Create or reuse the ALIS nodes in `world`, show `image`, rotate it by `rotation` radians about Z."""
+    tree = _node_tree(world)
+    output = _world_output(tree)
+    x, y = output.location
+    texcoord = _ensure_node(tree, "ShaderNodeTexCoord", NODE_TEXCOORD, (x - 1000.0, y))
+    mapping = _ensure_node(tree, "ShaderNodeMapping", NODE_MAPPING, (x - 800.0, y))
+    environment = _ensure_node(tree, "ShaderNodeTexEnvironment", NODE_ENVIRONMENT, (x - 550.0, y))
+    background = _ensure_node(tree, "ShaderNodeBackground", NODE_BACKGROUND, (x - 250.0, y))
+
+    mapping.vector_type = "POINT"
+    environment.projection = "EQUIRECTANGULAR"
+    environment.interpolation = "Linear"
+    if image is not None:
+        environment.image = image
+
+    _link(tree, texcoord.outputs["Generated"], mapping.inputs["Vector"])
+    _link(tree, mapping.outputs["Vector"], environment.inputs["Vector"])
+    _link(tree, environment.outputs["Color"], background.inputs["Color"])
+    _link(tree, background.outputs["Background"], output.inputs["Surface"])
+    set_rotation(world, rotation)
+    set_strength(world, strength)
+    return {
+        "texcoord": texcoord, "mapping": mapping, "environment": environment,
+        "background": background, "output": output,
+    }
+
+
+def set_rotation(world: bpy.types.World, rotation: float) -> None:
+    """Set the Z rotation (radians) of our Mapping node, if the world has one."""
+    tree = world.node_tree
+    node = tree.nodes.get(NODE_MAPPING) if tree is not None else None
+    if node is not None:
+        node.inputs["Rotation"].default_value = (0.0, 0.0, rotation)
+
+
+def set_strength(world: bpy.types.World, strength: float) -> None:
+    """Set the strength of our Background node, if the world has one."""
+    tree = world.node_tree
+    node = tree.nodes.get(NODE_BACKGROUND) if tree is not None else None
+    if node is not None:
+        node.inputs["Strength"].default_value = strength
+
+
+def sky_image(world: bpy.types.World) -> bpy.types.Image | None:
+    """The image our Environment node shows, or None."""
+    tree = world.node_tree
+    node = tree.nodes.get(NODE_ENVIRONMENT) if tree is not None else None
+    return node.image if node is not None else None
+
+
+def _set_linear(image: bpy.types.Image) -> None:
+    for name in LINEAR_COLORSPACES:
+        try:
+            image.colorspace_settings.name = name
+            return
+        except TypeError:
+            continue
+
+
+def image_from_pixels(linear_hwc: np.ndarray, name: str = IMAGE_NAME) -> bpy.types.Image:
+    """New float image datablock from a top-down linear-light array [H, W, 3|4]."""
+    h, w = linear_hwc.shape[:2]
+    image = bpy.data.images.new(name, w, h, alpha=False, float_buffer=True)
+    _set_linear(image)
+    image.pixels.foreach_set(pixels.hwc_to_blender_pixels(linear_hwc))
+    image.update()
+    image[TAG] = True
+    return image
+
+
+def image_to_hwc(image: bpy.types.Image) -> np.ndarray:
+    """Pixels of a loaded image as a top-down float32 array [H, W, channels]."""
+    w, h = image.size
+    flat = np.empty(w * h * image.channels, dtype=np.float32)
+    image.pixels.foreach_get(flat)
+    return pixels.blender_pixels_to_hwc(flat, w, h, image.channels)
+
+
+def image_from_file(path: str, name: str = IMAGE_NAME) -> bpy.types.Image:
+    """New image datablock loaded from a linear-light .exr/.hdr file (pixels read now, not lazily)."""
+    image = bpy.data.images.load(path, check_existing=False)
+    image.name = name
+    _set_linear(image)
+    image[TAG] = True
+    _ = image.size[0]  # force the load so a bad file fails here, not at render time
+    if not image.has_data:
+        image.reload()
+    return image
+
+
+def store_image(image: bpy.types.Image, output_dir: str, file_name: str) -> str | None:
+    """Keep the image with the .blend: saved as EXR into output_dir (returned), or packed when output_dir is ''.
+
+    A file-backed image already inside output_dir is left where it is.
+    """
+    if output_dir:
+        folder = bpy.path.abspath(output_dir)
+        current = bpy.path.abspath(image.filepath) if image.source == "FILE" else ""
+        if current and os.path.isfile(current) and os.path.dirname(os.path.abspath(current)) == os.path.abspath(folder):
+            return current
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, file_name)
+        image.filepath_raw = path
+        image.file_format = "OPEN_EXR"
+        image.save()
+        image.source = "FILE"
+        return path
+    image.pack()
+    return None
+
+
+def set_sky_image(world: bpy.types.World, image: bpy.types.Image) -> bpy.types.Image:
+    """Show `image` in the world's Environment node; the previous ALIS image is removed if nothing else uses it."""
+    old = sky_image(world)
+    tree = _node_tree(world)
+    node = tree.nodes.get(NODE_ENVIRONMENT)
+    if node is None:
+        wire_world(world, image)
+    else:
+        node.image = image
+    if old is not None and old != image and old.get(TAG) and old.users == 0:
+        name = old.name
+        bpy.data.images.remove(old)
+        image.name = name
+    return image
+
+
+def save_image_as(image: bpy.types.Image, path: str) -> str:
+    """Write a copy of `image` to path (.exr, .hdr or .png by extension) without repointing the datablock."""
+    ext = os.path.splitext(path)[1].lower()
+    formats = {".exr": "OPEN_EXR", ".hdr": "HDR", ".png": "PNG"}
+    if ext not in formats:
+        raise ValueError(f"cannot save {path!r}: use a .exr, .hdr or .png file name")
+    copy = image.copy()
+    try:
+        copy.filepath_raw = path
+        copy.file_format = formats[ext]
+        if copy.packed_file is not None:
+            copy.unpack(method="REMOVE")
+            copy.pixels.foreach_set(np.asarray(image.pixels[:], dtype=np.float32))
+        copy.save()
+    finally:
+        bpy.data.images.remove(copy)
+    return path
