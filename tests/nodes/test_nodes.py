@@ -1,0 +1,375 @@
+"""ComfyUI node functions on a tiny model, node specs as data, and the pack root without ComfyUI.
+
+IMAGE tensors follow ComfyUI: [B, H, W, 3] float32 in [0, 1].
+"""
+import inspect
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+import alis_core
+from nodes import NODE_SPECS, anchors, loaders, panorama, skybox
+from nodes.spec import PARAM_TYPES
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def G(request):
+    try:
+        return request.getfixturevalue("tiny_G")
+    except pytest.FixtureLookupError:
+        torch.manual_seed(0)
+        return alis_core.Generator(alis_core.GeneratorConfig.tiny()).eval()
+
+
+@pytest.fixture
+def model(G):
+    return loaders.AlisModel(generator=G, name="tiny", device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def assert_comfy_image(x, batch=None):
+    assert isinstance(x, torch.Tensor) and x.dtype == torch.float32
+    assert x.ndim == 4 and x.shape[-1] == 3
+    assert batch is None or x.shape[0] == batch
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+
+
+def gradient_strip(h=16, w=64, batch=1):
+    """A smooth, exactly periodic test panorama [B, H, W, 3] in [0, 1]."""
+    t = torch.arange(w) / w * 2 * torch.pi
+    rows = torch.linspace(0, 1, h)[:, None]
+    img = torch.stack([0.5 + 0.4 * torch.sin(t).expand(h, w), rows.expand(h, w), 0.5 + 0.4 * torch.cos(t).expand(h, w)], -1)
+    return img[None].repeat(batch, 1, 1, 1).float()
+
+
+# --- specs as data (no ComfyUI needed) ---------------------------------------------------------
+
+def test_node_ids_unique_prefixed_and_categorised():
+    ids = [s.node_id for s in NODE_SPECS]
+    assert len(ids) == len(set(ids)) == 9
+    assert all(i.startswith("ALIS") for i in ids)
+    assert all(s.category.startswith("ALIS/") for s in NODE_SPECS)
+    assert len({s.display_name for s in NODE_SPECS}) == len(NODE_SPECS)
+
+
+def test_every_input_and_output_has_a_tooltip_and_a_known_type():
+    for spec in NODE_SPECS:
+        assert spec.description
+        for p in spec.inputs:
+            assert p.tooltip.strip(), f"{spec.node_id}.{p.name} has no tooltip"
+            assert p.type in PARAM_TYPES, f"{spec.node_id}.{p.name}: {p.type}"
+            if p.type == "COMBO" and not p.options_from:
+                assert p.default in p.options, f"{spec.node_id}.{p.name} default not an option"
+            if p.min is not None and p.default is not None:
+                assert p.min <= p.default <= p.max
+        for o in spec.outputs:
+            assert o.tooltip.strip() and o.type in PARAM_TYPES
+
+
+def test_spec_inputs_match_node_function_signature():
+    for spec in NODE_SPECS:
+        params = inspect.signature(spec.function).parameters
+        assert list(params)[:len(spec.inputs)] == spec.input_names(), spec.node_id
+        rest = list(params)[len(spec.inputs):]
+        assert set(rest) <= set(spec.extras), f"{spec.node_id}: unexpected parameters {rest}"
+        for name in spec.extras:
+            assert name in params, f"{spec.node_id}: extra '{name}' is not a parameter"
+        for p in spec.inputs:  # widget defaults equal the function defaults, where it has one
+            default = params[p.name].default
+            if default is not inspect.Parameter.empty and p.default is not None:
+                assert default == p.default, f"{spec.node_id}.{p.name}: {default!r} != {p.default!r}"
+
+
+def test_pack_root_imports_without_comfyui_under_another_name(tmp_path):
+    # As ComfyUI does it: by folder path, under a name that is not "nodes" or the repo's name,
+    # from a directory where neither the repo nor alis_core is on sys.path.
+    code = f"""
+import importlib.util, sys
+sys.path = [p for p in sys.path if p not in ("", {str(REPO)!r})]
+spec = importlib.util.spec_from_file_location("alis_pack_probe", {str(REPO / '__init__.py')!r},
+                                              submodule_search_locations=[{str(REPO)!r}])
+pack = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = pack
+spec.loader.exec_module(pack)
+ids = [s.node_id for s in pack.NODE_SPECS]
+print(len(ids), hasattr(pack, "comfy_entrypoint"), "comfy" in sys.modules, "comfy_api" in sys.modules)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    count, has_entry, comfy_loaded, comfy_api_loaded = done.stdout.split()
+    assert count == "9" and comfy_loaded == "False"
+    assert has_entry == str(comfy_api_loaded == "True")  # registered only where comfy_api imports
+
+
+# --- Load ALIS Checkpoint ---------------------------------------------------------------------
+
+def test_load_checkpoint_lists_loads_and_reuses(G, tmp_path):
+    (tmp_path / "sub").mkdir()
+    alis_core.save_generator(G, tmp_path / "sub" / "tiny.safetensors")
+    (tmp_path / "notes.txt").write_text("not a checkpoint")
+    names = loaders.checkpoint_names([tmp_path, tmp_path / "missing"])
+    assert names == [loaders.BUNDLED, "sub/tiny.safetensors"]
+    m1 = loaders.load_named_checkpoint("sub/tiny.safetensors", "float32", folders=[tmp_path], device="cpu")
+    m2 = loaders.load_named_checkpoint("sub/tiny.safetensors", "float32", folders=[tmp_path], device="cpu")
+    assert m1 is m2  # no duplicate copy while the first is alive
+    assert m1.img_resolution == G.img_resolution and m1.w_dim == G.config.w_dim
+    sd1, sd0 = m1.generator.state_dict(), G.state_dict()
+    assert all(torch.equal(sd1[k], sd0[k]) for k in sd0)
+
+
+def test_load_official_pkl_fixture():
+    pkl = REPO / "tests" / "fixtures" / "official_tiny64.pkl"
+    model = loaders.load_checkpoint(pkl, device="cpu")
+    assert model.img_resolution == 64 and model.name == pkl.name
+
+
+@pytest.mark.parametrize("name", ["broken.safetensors", "broken.pkl"])
+def test_corrupt_checkpoint_names_the_input(tmp_path, name):
+    (tmp_path / name).write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(ValueError, match=r"Load ALIS Checkpoint: input 'ckpt_name'"):
+        loaders.load_named_checkpoint(name, folders=[tmp_path])
+
+
+def test_checkpoint_name_outside_the_folder_is_refused(G, tmp_path):
+    alis_core.save_generator(G, tmp_path / "outside.safetensors")
+    (tmp_path / "models").mkdir()
+    with pytest.raises(ValueError, match="ckpt_name.*models/alis"):
+        loaders.load_named_checkpoint("../outside.safetensors", folders=[tmp_path / "models"])
+
+
+# --- ALIS Anchors / Join Anchors ---------------------------------------------------------------
+
+def test_anchors_from_seed_are_deterministic(model, G):
+    a = anchors.make_anchors(model, seed=3, num_anchors=5, psi=0.7)
+    b = anchors.make_anchors(model, seed=3, num_anchors=5, psi=0.7)
+    c = anchors.make_anchors(model, seed=4, num_anchors=5, psi=0.7)
+    assert a.w.shape == (5, G.config.w_dim) and len(a) == 5
+    assert torch.equal(a.w, b.w) and not torch.equal(a.w, c.w)
+    assert torch.equal(a.w, alis_core.sample_anchors(G, 5, 3, truncation_psi=0.7).cpu())
+
+
+def test_explicit_seed_list_overrides_seed_and_count(model, G):
+    a = anchors.make_anchors(model, seed=0, num_anchors=9, psi=1.0, seeds="12, 7,99")
+    assert len(a) == 3
+    assert torch.equal(a.w, alis_core.anchors_from_seeds(G, [12, 7, 99], truncation_psi=1.0).cpu())
+    with pytest.raises(ValueError, match=r"ALIS Anchors: input 'seeds'.*12,7,99"):
+        anchors.make_anchors(model, 0, 4, 1.0, seeds="12, seven")
+
+
+def test_join_anchors_is_scene_a_then_scene_b(model):
+    a = anchors.make_anchors(model, 1, 3)
+    b = anchors.make_anchors(model, 2, 2)
+    ab = anchors.join_anchors(a, b)
+    assert len(ab) == 5 and torch.equal(ab.w, torch.cat([a.w, b.w])) and torch.equal((a + b).w, ab.w)
+    bad = anchors.AlisAnchors(torch.zeros(2, a.w.shape[1] + 1))
+    with pytest.raises(ValueError, match="ALIS Join Anchors: input 'anchors_b'"):
+        anchors.join_anchors(a, bad)
+
+
+# --- ALIS Panorama ------------------------------------------------------------------------------
+
+def test_panorama_is_a_comfy_image_of_the_natural_width(model):
+    a = anchors.make_anchors(model, 0, 3)
+    calls = []
+    img = panorama.make_panorama(model, a, wrap=True, noise_mode="const", batch_size=2,
+                                 progress=lambda done, total: calls.append((done, total)))
+    assert_comfy_image(img, batch=1)
+    assert img.shape[1:3] == (model.img_resolution, 3 * model.anchor_spacing)
+    assert calls and calls[-1][0] == calls[-1][1]  # progress reached the end
+    open_img = panorama.make_panorama(model, a, wrap=False)
+    assert open_img.shape[2] == 2 * model.anchor_spacing
+    cropped = panorama.make_panorama(model, a, wrap=False, width=model.anchor_spacing + 8)
+    assert cropped.shape[2] == model.anchor_spacing + 8
+
+
+def test_panorama_cancel_stops_and_keeps_the_model_usable(model):
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        raise Cancelled
+
+    a = anchors.make_anchors(model, 0, 4)
+    with pytest.raises(Cancelled):
+        panorama.make_panorama(model, a, batch_size=1, progress=cancel)
+    assert model.generator.device == model.offload_device
+
+
+@pytest.mark.parametrize("kwargs, where", [
+    (dict(width=0), "width"),
+    (dict(width=-5), "width"),
+    (dict(width=10_000, wrap=False), "width"),
+    (dict(noise_mode="loud"), "noise_mode"),
+])
+def test_panorama_bad_inputs_name_the_input(model, kwargs, where):
+    a = anchors.make_anchors(model, 0, 3)
+    with pytest.raises(ValueError, match=rf"ALIS Panorama: input '{where}'"):
+        panorama.make_panorama(model, a, **kwargs)
+
+
+def test_panorama_too_few_anchors_for_wrap(model):
+    one = anchors.make_anchors(model, 0, 1)
+    with pytest.raises(ValueError, match=r"input 'anchors'.*at least 2.*num_anchors"):
+        panorama.make_panorama(model, one, wrap=True)
+
+
+# --- Seam Check / Scroll Frames -------------------------------------------------------------------
+
+def test_seam_check_preview_puts_the_seam_in_the_middle():
+    img = gradient_strip(batch=2)
+    score, preview = panorama.seam_check(img, columns=5)
+    assert isinstance(score, float) and score == score  # not NaN
+    assert_comfy_image(preview, batch=2)
+    assert torch.equal(preview[:, :, :5], img[:, :, -5:]) and torch.equal(preview[:, :, 5:], img[:, :, :5])
+    with pytest.raises(ValueError, match="ALIS Seam Check: input 'columns'"):
+        panorama.seam_check(img, columns=40)
+
+
+def test_seam_score_is_lower_for_a_closed_loop():
+    loop = gradient_strip(h=32, w=128)
+    torn = torch.cat([loop[:, :, 64:], 1 - loop[:, :, 64:]], dim=2)  # hard jump at the wrap
+    assert panorama.seam_check(loop, 4)[0] < panorama.seam_check(torn, 4)[0]
+
+
+def test_scroll_frames_wrap_around_a_loop():
+    img = gradient_strip(h=8, w=32)
+    frames = panorama.scroll_frames(img, frame_width=12, num_frames=8, loop=True)
+    assert_comfy_image(frames, batch=8)
+    assert frames.shape[1:3] == (8, 12)
+    for i in range(8):  # camera moves 32 / 8 = 4 px per frame, wrapping past the right edge
+        assert torch.equal(frames[i], torch.roll(img[0], -4 * i, dims=1)[:, :12])
+
+
+def test_scroll_frames_without_loop_end_at_the_right_edge():
+    img = gradient_strip(h=8, w=32)
+    frames = panorama.scroll_frames(img, frame_width=10, num_frames=5, loop=False)
+    assert torch.equal(frames[0], img[0, :, :10]) and torch.equal(frames[-1], img[0, :, -10:])
+    with pytest.raises(ValueError, match="ALIS Scroll Frames: input 'frame_width'"):
+        panorama.scroll_frames(img, frame_width=33)
+
+
+# --- Equirect / cube map / Save Skybox ------------------------------------------------------------
+
+def test_panorama_to_equirect_is_two_to_one():
+    eq = skybox.panorama_to_equirect(gradient_strip(h=16, w=64, batch=2))
+    assert_comfy_image(eq, batch=2)
+    assert eq.shape[1:3] == (32, 64)
+    with pytest.raises(ValueError, match="ALIS Panorama to Equirect: input 'image'.*even"):
+        skybox.panorama_to_equirect(gradient_strip(h=16, w=63))
+
+
+def test_equirect_to_cubemap_faces_and_cross():
+    eq = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
+    faces, cross = skybox.equirect_to_cubemap(eq, face_size=0)
+    assert_comfy_image(faces, batch=6)
+    assert_comfy_image(cross, batch=1)
+    assert faces.shape[1:3] == (16, 16) and cross.shape[1:3] == (48, 64)
+    assert torch.equal(cross[0, 16:32, 32:48], faces[0])  # +X sits right of centre in the cross
+
+
+def test_equirect_to_cubemap_rejects_non_2_to_1():
+    with pytest.raises(ValueError, match=r"ALIS Equirect to Cubemap: input 'image'.*2:1.*Panorama to Equirect"):
+        skybox.equirect_to_cubemap(gradient_strip(h=16, w=64))
+
+
+def test_save_skybox_writes_numbered_files_with_metadata(tmp_path):
+    eq = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
+    text = {"prompt": json.dumps({"1": {"class_type": "ALISPanorama"}}), "workflow": json.dumps({"nodes": []})}
+    first = skybox.save_skybox(eq, "sky/test", "hdr", "faces + cross", 0, output_dir=str(tmp_path), text=text)
+    second = skybox.save_skybox(eq, "sky/test", "none", "cross", 8, output_dir=str(tmp_path))
+    names = [f["filename"] for f in first]
+    assert names == ["test_00001_.png", "test_00001_.hdr", *[f"test_00001_{n}.png" for n in skybox.FACE_NAMES],
+                     "test_00001_cross.png"]
+    assert [f["filename"] for f in second] == ["test_00002_.png", "test_00002_cross.png"]
+    assert all(f["subfolder"] == "sky" and (tmp_path / "sky" / f["filename"]).is_file() for f in first + second)
+    with Image.open(tmp_path / "sky" / "test_00001_.png") as png:
+        assert png.size == (64, 32) and json.loads(png.text["prompt"])["1"]["class_type"] == "ALISPanorama"
+        assert "workflow" in png.text
+    with Image.open(tmp_path / "sky" / "test_00002_cross.png") as png:
+        assert png.size == (32, 24)
+    hdr = alis_core.image.load_float_image(tmp_path / "sky" / "test_00001_.hdr")
+    assert hdr.shape == (3, 32, 64)
+
+
+def test_save_skybox_refuses_paths_outside_the_output_folder(tmp_path):
+    eq = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
+    with pytest.raises(ValueError, match="Save Skybox: input 'filename_prefix'"):
+        skybox.save_skybox(eq, "../escape", output_dir=str(tmp_path / "out"))
+
+
+def test_save_skybox_exr_without_openexr_names_the_input(tmp_path):
+    pytest.importorskip("PIL")
+    try:
+        import OpenEXR  # noqa: F401
+        pytest.skip("OpenEXR is installed")
+    except ImportError:
+        pass
+    eq = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
+    with pytest.raises(ValueError, match="Save Skybox: input 'float_format'"):
+        skybox.save_skybox(eq, "x", "exr", "none", output_dir=str(tmp_path))
+
+
+# --- V3 schemas (need ComfyUI) ---------------------------------------------------------------------
+
+SCHEMA_PROBE = """
+import asyncio, importlib.util, json, sys
+repo, sys.argv = sys.argv[1], [sys.argv[0], "--cpu"]
+import comfy.options
+comfy.options.enable_args_parsing()  # so comfy.model_management sees --cpu
+spec = importlib.util.spec_from_file_location("alis_pack_schema_probe", repo + "/__init__.py",
+                                              submodule_search_locations=[repo])
+pack = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = pack
+spec.loader.exec_module(pack)
+extension = asyncio.run(pack.comfy_entrypoint())
+out = []
+for cls in asyncio.run(extension.get_node_list()):
+    schema = cls.GET_SCHEMA()
+    info = schema.get_v1_info(cls)
+    out.append({"id": schema.node_id, "category": schema.category, "output_node": schema.is_output_node,
+                "inputs": {k: v[1] if len(v) > 1 else {} for k, v in info.input["required"].items()},
+                "outputs": info.output, "hidden": sorted(info.input.get("hidden", {}))})
+print("SCHEMAS" + json.dumps(out))
+"""
+
+
+def comfy_python_and_dir():
+    """(python, cwd) able to import comfy_api: this interpreter, or $COMFYUI_DIR's."""
+    try:
+        import comfy_api.latest  # noqa: F401
+        return sys.executable, None
+    except ImportError:
+        pass
+    root = os.environ.get("COMFYUI_DIR")
+    if not root:
+        pytest.skip("ComfyUI not importable; set COMFYUI_DIR to check the V3 schemas")
+    venv_python = Path(root, ".venv", "bin", "python")
+    return os.environ.get("COMFYUI_PYTHON") or (str(venv_python) if venv_python.exists() else sys.executable), root
+
+
+@pytest.mark.comfyui
+def test_v3_schemas_match_the_specs(tmp_path):
+    python, cwd = comfy_python_and_dir()
+    done = subprocess.run([python, "-c", SCHEMA_PROBE, str(REPO)], cwd=cwd or tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    schemas = json.loads(done.stdout.split("SCHEMAS", 1)[1])
+    assert [s["id"] for s in schemas] == [s.node_id for s in NODE_SPECS]
+    for got, spec in zip(schemas, NODE_SPECS):
+        assert got["category"] == spec.category and got["output_node"] == spec.output_node
+        assert list(got["inputs"]) == spec.input_names()
+        for name, options in got["inputs"].items():
+            assert options.get("tooltip"), f"{got['id']}.{name} has no tooltip in ComfyUI"
+        assert got["outputs"] == [o.type for o in spec.outputs]
+    save = schemas[-1]
+    assert save["hidden"] == ["extra_pnginfo", "prompt"]
+    assert schemas[0]["inputs"]["ckpt_name"]["options"][0] == loaders.BUNDLED
