@@ -1,0 +1,451 @@
+"""Image conversions and file writers: the only place that changes value ranges and layouts.
+
+Ranges: the generator outputs [-1, 1]; display images are [0, 1] (sRGB-encoded, as the
+model was trained on sRGB photos). Layouts: alis_core works in CHW ([C, H, W] or [N, C, H, W]);
+ComfyUI, Blender, Pillow and numpy image code use HWC. Every function here accepts torch
+tensors and numpy arrays alike and returns the same kind it was given.
+
+Files:
+- PNG (``save_png``) holds the sRGB-encoded model output as-is, 8 or 16 bits per channel,
+  optionally with text chunks (metadata such as seeds and checkpoint names).
+- Float images (``save_float_image``, ``.hdr`` or ``.exr``) hold *linear light*:
+  ``srgb_to_linear(img01)``, which is what renderers expect from an environment map.
+All writers are atomic (temporary file in the destination folder, then ``os.replace``),
+create missing parent folders, and raise ``AlisError`` naming the path when they cannot write.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import struct
+import uuid
+import zlib
+from pathlib import Path
+from typing import Iterator, Mapping, Union
+
+import numpy as np
+import torch
+
+from .errors import AlisError
+
+log = logging.getLogger(__name__)
+
+Array = Union[torch.Tensor, np.ndarray]
+
+__all__ = [
+    "to_unit", "from_unit", "chw_to_hwc", "hwc_to_chw", "srgb_to_linear", "linear_to_srgb",
+    "atomic_path", "save_png", "save_float_image", "load_image", "load_float_image",
+    "read_png_text",
+]
+
+
+# ----------------------------------------------------------------------------------------------
+# Ranges and layouts.
+
+def to_unit(x: Array) -> Array:
+    """Model range [-1, 1] -> display range [0, 1], clamped."""
+    if isinstance(x, torch.Tensor):
+        return ((x + 1) * 0.5).clamp(0, 1)
+    return np.clip((np.asarray(x) + 1) * 0.5, 0, 1)
+
+
+def from_unit(x: Array) -> Array:
+    """Display range [0, 1] -> model range [-1, 1] (no clamping)."""
+    return x * 2 - 1
+
+
+def chw_to_hwc(x: Array) -> Array:
+    """[C, H, W] -> [H, W, C], or [N, C, H, W] -> [N, H, W, C]. Returns a view where possible."""
+    _check_ndim(x, "chw_to_hwc")
+    if isinstance(x, torch.Tensor):
+        return x.movedim(-3, -1)
+    return np.moveaxis(x, -3, -1)
+
+
+def hwc_to_chw(x: Array) -> Array:
+    """[H, W, C] -> [C, H, W], or [N, H, W, C] -> [N, C, H, W]. Returns a view where possible."""
+    _check_ndim(x, "hwc_to_chw")
+    if isinstance(x, torch.Tensor):
+        return x.movedim(-1, -3)
+    return np.moveaxis(x, -1, -3)
+
+
+def _check_ndim(x: Array, name: str) -> None:
+    if x.ndim not in (3, 4):
+        raise AlisError(f"{name}: expected a 3-d or 4-d image, got shape {tuple(x.shape)}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Transfer functions (IEC 61966-2-1, the sRGB standard; piecewise, not a plain 2.2 gamma).
+
+def srgb_to_linear(x: Array) -> Array:
+    """sRGB-encoded values (nominally [0, 1]) -> linear light. Values above 1 follow the power curve."""
+    if isinstance(x, torch.Tensor):
+        x = x if x.is_floating_point() else x.float()
+        power = ((x.clamp(min=0.04045) + 0.055) / 1.055) ** 2.4
+        return torch.where(x <= 0.04045, x / 12.92, power)
+    x = np.asarray(x, dtype=np.result_type(x, np.float32))
+    power = ((np.maximum(x, 0.04045) + 0.055) / 1.055) ** 2.4
+    return np.where(x <= 0.04045, x / 12.92, power)
+
+
+def linear_to_srgb(x: Array) -> Array:
+    """Linear light -> sRGB-encoded values. Inverse of ``srgb_to_linear``."""
+    if isinstance(x, torch.Tensor):
+        x = x if x.is_floating_point() else x.float()
+        power = 1.055 * x.clamp(min=0.0031308) ** (1 / 2.4) - 0.055
+        return torch.where(x <= 0.0031308, x * 12.92, power)
+    x = np.asarray(x, dtype=np.result_type(x, np.float32))
+    power = 1.055 * np.maximum(x, 0.0031308) ** (1 / 2.4) - 0.055
+    return np.where(x <= 0.0031308, x * 12.92, power)
+
+
+# ----------------------------------------------------------------------------------------------
+# Atomic writes.
+
+@contextlib.contextmanager
+def atomic_path(path: Union[str, os.PathLike]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success move it onto ``path`` atomically.
+
+    Creates missing parent folders. The temporary name keeps the suffix, so libraries that pick
+    a format from the extension still work. On any failure the temporary file is removed and an
+    OSError becomes an ``AlisError`` naming ``path``.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as e:
+        raise AlisError(f"cannot write {path}: {e.strerror or e}; choose a writable location") from e
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+# ----------------------------------------------------------------------------------------------
+# PNG.
+
+def _to_numpy_chw(img: Array, name: str) -> np.ndarray:
+    """Any [C, H, W] float image (torch or numpy) -> float32 numpy, validated."""
+    if isinstance(img, torch.Tensor):
+        img = img.detach().to("cpu", torch.float32).numpy()
+    img = np.asarray(img, dtype=np.float32)
+    if img.ndim != 3 or img.shape[0] not in (1, 3, 4):
+        raise AlisError(f"{name}: expected an image [C, H, W] with C in 1, 3, 4; got shape {img.shape}")
+    return img
+
+
+def _quantize(img01: np.ndarray, bits: int) -> np.ndarray:
+    """[C, H, W] float [0, 1] -> [H, W, C] uint8/uint16, rounded to nearest."""
+    peak = (1 << bits) - 1
+    q = np.rint(np.clip(np.nan_to_num(img01), 0.0, 1.0) * peak)
+    return np.ascontiguousarray(chw_to_hwc(q).astype(np.uint8 if bits == 8 else np.uint16))
+
+
+def save_png(
+    path: Union[str, os.PathLike],
+    img01: Array,
+    bits: int = 8,
+    text: Mapping[str, object] | None = None,
+) -> Path:
+    """Write a [C, H, W] image in [0, 1] (C = 1, 3 or 4; values clamped) as an 8- or 16-bit PNG.
+
+    The values are stored as they are: PNGs hold sRGB-encoded images (no transfer function is
+    applied). ``text`` becomes PNG text chunks (tEXt, or iTXt for non-Latin-1 values); values are
+    converted with ``str``. 16-bit files use a small built-in encoder because Pillow cannot write
+    16-bit RGB. Returns the path written.
+    """
+    if bits not in (8, 16):
+        raise AlisError(f"save_png: bits must be 8 or 16, got {bits!r}")
+    img = _to_numpy_chw(img01, "save_png")
+    text = {str(k): str(v) for k, v in (text or {}).items()}
+    for key in text:
+        if not 1 <= len(key) <= 79 or not _is_latin1(key):
+            raise AlisError(f"save_png: PNG text key {key!r} must be 1-79 Latin-1 characters")
+    pixels = _quantize(img, bits)
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        if bits == 8:
+            _write_png8_pillow(tmp, pixels, text)
+        else:
+            tmp.write_bytes(_encode_png(pixels, 16, text))
+    return path
+
+
+def _is_latin1(s: str) -> bool:
+    try:
+        s.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _write_png8_pillow(path: Path, pixels: np.ndarray, text: Mapping[str, str]) -> None:
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        if _is_latin1(value):
+            info.add_text(key, value)
+        else:
+            info.add_itxt(key, value)
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
+    Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode).save(path, format="PNG", pnginfo=info)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPE = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type (grey, RGB, RGBA)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _encode_png(pixels: np.ndarray, bits: int, text: Mapping[str, str], level: int = 6) -> bytes:
+    """Minimal PNG encoder: [H, W, C] uint8/uint16 -> PNG bytes, every row with the Up filter.
+
+    The Up filter (type 2) only needs the row above, so it vectorises, and a reader can undo
+    it row by row without per-pixel Python loops.
+    """
+    h, w, c = pixels.shape
+    raw = pixels.astype(">u2" if bits == 16 else np.uint8).view(np.uint8).reshape(h, w * c * bits // 8)
+    up = raw.copy()
+    up[1:] -= raw[:-1]  # uint8 arithmetic wraps modulo 256, as the PNG filter requires
+    rows = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1)
+    out = [_PNG_SIGNATURE, _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, _PNG_COLOR_TYPE[c], 0, 0, 0))]
+    for key, value in text.items():
+        if _is_latin1(value):
+            out.append(_png_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")))
+        else:  # iTXt: keyword, null, compression flag, method, language tag, null, translated kw, null
+            out.append(_png_chunk(b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8")))
+    out.append(_png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level)))
+    out.append(_png_chunk(b"IEND", b""))
+    return b"".join(out)
+
+
+def _decode_png16(data: bytes, path: Path) -> np.ndarray:
+    """Minimal 16-bit PNG decoder (grey, RGB, RGBA; non-interlaced) -> [H, W, C] uint16."""
+    pos, idat, header = 8, [], None
+    while pos < len(data):
+        (length,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
+        pos += 12 + length
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+    if header is None:
+        raise AlisError(f"cannot read {path}: not a valid PNG file")
+    w, h, bits, color_type, _, _, interlace = header
+    channels = {v: k for k, v in _PNG_COLOR_TYPE.items()}.get(color_type)
+    if bits != 16 or channels is None or interlace:
+        raise AlisError(f"cannot read {path}: unsupported PNG layout (bits {bits}, colour type {color_type}, interlace {interlace})")
+    bpp, stride = 2 * channels, w * 2 * channels
+    rows = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(h, stride + 1)
+    filters, out = rows[:, 0], rows[:, 1:].astype(np.int32)
+    prev = np.zeros(stride, np.int32)
+    for y in range(h):
+        f, line = filters[y], out[y]
+        if f == 1:  # Sub: running sum per byte position within a pixel
+            line = np.cumsum(line.reshape(w, bpp), axis=0).reshape(-1) % 256
+        elif f == 2:  # Up
+            line = (line + prev) % 256
+        elif f in (3, 4):  # Average / Paeth depend on the reconstructed left byte: per-pixel loop
+            line = _unfilter_sequential(line, prev, bpp, int(f))
+        elif f != 0:
+            raise AlisError(f"cannot read {path}: bad PNG filter type {f}")
+        out[y] = line
+        prev = line
+    return out.astype(np.uint8).reshape(h, w, channels, 2).view(">u2")[..., 0].astype(np.uint16)
+
+
+def _unfilter_sequential(line: np.ndarray, prev: np.ndarray, bpp: int, kind: int) -> np.ndarray:
+    cur, up = [int(v) for v in line], [int(v) for v in prev]  # slow path: files from other encoders
+    for i in range(len(cur)):
+        a = cur[i - bpp] if i >= bpp else 0
+        b, c = up[i], (up[i - bpp] if i >= bpp else 0)
+        if kind == 3:
+            pred = (a + b) // 2
+        else:
+            p = a + b - c
+            pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+            pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+        cur[i] = (cur[i] + pred) % 256
+    return np.array(cur, np.int32)
+
+
+def read_png_text(path: Union[str, os.PathLike]) -> dict[str, str]:
+    """Text chunks (tEXt, zTXt, iTXt) of a PNG file as a dict."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
+    except OSError as e:
+        raise AlisError(f"cannot read {path}: {e}") from e
+
+
+def load_image(path: Union[str, os.PathLike]) -> torch.Tensor:
+    """Read an image file -> float32 [C, H, W] in [0, 1], values as stored (sRGB-encoded).
+
+    8-bit files of any Pillow format are read with Pillow (palette and grey+alpha images are
+    converted to RGB/RGBA). 16-bit PNGs keep their full precision through a built-in decoder.
+    """
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        if data[:8] == _PNG_SIGNATURE and data[24] == 16 and data[25] in (0, 2, 6):
+            return hwc_to_chw(torch.from_numpy(_decode_png16(data, path).astype(np.float32) / 65535.0))
+        with Image.open(path) as im:
+            if im.mode not in ("L", "RGB", "RGBA"):
+                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+            arr = np.asarray(im, dtype=np.float32) / 255.0
+    except OSError as e:
+        raise AlisError(f"cannot read image {path}: {e.strerror or e}") from e
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    return hwc_to_chw(torch.from_numpy(np.ascontiguousarray(arr)))
+
+
+# ----------------------------------------------------------------------------------------------
+# Float images (linear light): Radiance .hdr (built in) and OpenEXR .exr (optional package).
+
+def save_float_image(path: Union[str, os.PathLike], img01: Array, half: bool = False) -> Path:
+    """Write a [3, H, W] sRGB-encoded image in [0, 1] as linear-light ``.hdr`` or ``.exr``.
+
+    The file holds ``srgb_to_linear(img01)``: renderers treat float environment maps as
+    linear light, so the sRGB transfer function is undone here (values are not otherwise scaled).
+    ``.hdr`` is Radiance RGBE (built in; about 1% relative precision). ``.exr`` needs the
+    ``OpenEXR`` package (``pip install OpenEXR``); it is written ZIP-compressed as 32-bit float,
+    or 16-bit half float with ``half=True``. Returns the path written.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".hdr", ".exr"):
+        raise AlisError(f"save_float_image: {path} must end in .hdr or .exr")
+    img = _to_numpy_chw(img01, "save_float_image")
+    if img.shape[0] != 3:
+        raise AlisError(f"save_float_image: expected an RGB image [3, H, W], got shape {img.shape}")
+    linear = np.ascontiguousarray(chw_to_hwc(srgb_to_linear(np.clip(img, 0.0, None))), dtype=np.float32)
+    if suffix == ".exr":
+        exr = _import_openexr()
+        with atomic_path(path) as tmp:
+            _write_exr(exr, tmp, linear, half)
+    else:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(_encode_hdr(linear))
+    return path
+
+
+def load_float_image(path: Union[str, os.PathLike]) -> torch.Tensor:
+    """Read a ``.hdr`` or ``.exr`` file -> float32 [3, H, W], linear light as stored."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".hdr":
+            arr = _decode_hdr(path.read_bytes(), path)
+        elif suffix == ".exr":
+            exr = _import_openexr()
+            with exr.File(str(path)) as f:
+                channels = f.channels()
+                if "RGB" in channels:
+                    arr = channels["RGB"].pixels
+                else:
+                    arr = np.stack([channels[k].pixels for k in "RGB"], axis=-1)
+        else:
+            raise AlisError(f"load_float_image: {path} must end in .hdr or .exr")
+    except OSError as e:
+        raise AlisError(f"cannot read {path}: {e.strerror or e}") from e
+    return hwc_to_chw(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
+
+
+def _import_openexr():
+    try:
+        import OpenEXR
+    except ImportError as e:
+        raise AlisError("writing .exr needs the OpenEXR package: pip install OpenEXR (or save as .hdr)") from e
+    if not hasattr(OpenEXR, "File"):
+        raise AlisError("the installed OpenEXR package is too old (needs 3.2+): pip install -U OpenEXR")
+    return OpenEXR
+
+
+def _write_exr(exr, path: Path, linear_hwc: np.ndarray, half: bool) -> None:
+    header = {"compression": exr.ZIP_COMPRESSION, "type": exr.scanlineimage}
+    pixels = linear_hwc.astype(np.float16 if half else np.float32)
+    with exr.File(header, {"RGB": pixels}) as f:
+        f.write(str(path))
+
+
+def _encode_hdr(linear_hwc: np.ndarray) -> bytes:
+    """Radiance RGBE encoder. Scanlines use the 'new' run-length format with literal runs only,
+
+    which every reader accepts and which, unlike flat RGBE, cannot be misread as the old
+    run-length marker (a pixel of 1, 1, 1).
+    """
+    h, w, _ = linear_hwc.shape
+    rgb = np.nan_to_num(np.maximum(linear_hwc, 0.0), posinf=65504.0)
+    peak = rgb.max(axis=2)
+    mantissa, exponent = np.frexp(peak)  # peak = mantissa * 2**exponent, mantissa in [0.5, 1)
+    scale = np.divide(mantissa * 256.0, peak, out=np.zeros_like(peak), where=peak > 1e-32)
+    rgbe = np.zeros((h, w, 4), np.uint8)
+    rgbe[..., :3] = np.minimum(rgb * scale[..., None], 255).astype(np.uint8)
+    rgbe[..., 3] = np.where(peak > 1e-32, exponent + 128, 0).clip(0, 255)
+    header = f"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\nSOFTWARE=alis_core\n\n-Y {h} +X {w}\n".encode("ascii")
+    if not 8 <= w <= 0x7FFF:  # the run-length format is only defined for these widths
+        return header + rgbe.tobytes()
+    # Per scanline: marker (2, 2, w_hi, w_lo), then each component as literal runs of <= 128 bytes.
+    planes = rgbe.transpose(0, 2, 1).reshape(h * 4, w)  # [h*4, w]: R, G, B, E planes per row
+    n_full, rest = divmod(w, 128)
+    parts = []
+    if n_full:
+        full = planes[:, : n_full * 128].reshape(h * 4, n_full, 128)
+        parts.append(np.concatenate([np.full((h * 4, n_full, 1), 128, np.uint8), full], axis=2).reshape(h * 4, -1))
+    if rest:
+        parts.append(np.concatenate([np.full((h * 4, 1), rest, np.uint8), planes[:, n_full * 128:]], axis=1))
+    encoded = np.concatenate(parts, axis=1).reshape(h, -1)
+    marker = np.tile(np.array([2, 2, w >> 8, w & 0xFF], np.uint8), (h, 1))
+    return header + np.concatenate([marker, encoded], axis=1).tobytes()
+
+
+def _decode_hdr(data: bytes, path: Path) -> np.ndarray:
+    """Radiance RGBE decoder (flat and run-length scanlines, standard -Y H +X W orientation)."""
+    end = data.find(b"\n\n")
+    if not data.startswith(b"#?") or end < 0:
+        raise AlisError(f"cannot read {path}: not a Radiance .hdr file")
+    line_end = data.index(b"\n", end + 2)
+    size = data[end + 2:line_end].split()
+    if len(size) != 4 or size[0] != b"-Y" or size[2] != b"+X":
+        raise AlisError(f"cannot read {path}: unsupported .hdr orientation {b' '.join(size).decode()!r}")
+    h, w = int(size[1]), int(size[3])
+    buf, pos = memoryview(data), line_end + 1
+    rgbe = np.zeros((h, w, 4), np.uint8)
+    for y in range(h):
+        if 8 <= w <= 0x7FFF and buf[pos] == 2 and buf[pos + 1] == 2 and (buf[pos + 2] << 8 | buf[pos + 3]) == w:
+            pos += 4
+            for c in range(4):
+                x = 0
+                while x < w:
+                    count = buf[pos]
+                    if count > 128:  # a run of one repeated byte
+                        count -= 128
+                        rgbe[y, x:x + count, c] = buf[pos + 1]
+                        pos += 2
+                    else:
+                        rgbe[y, x:x + count, c] = np.frombuffer(buf[pos + 1:pos + 1 + count], np.uint8)
+                        pos += 1 + count
+                    x += count
+        else:  # flat scanline (old run-length markers are not supported)
+            rgbe[y] = np.frombuffer(buf[pos:pos + 4 * w], np.uint8).reshape(w, 4)
+            pos += 4 * w
+    exponent = rgbe[..., 3:].astype(np.int32)
+    scale = np.where(exponent > 0, np.ldexp(1.0, exponent - 136), 0.0)  # 2**(e - 128 - 8)
+    return ((rgbe[..., :3].astype(np.float64) + 0.5) * scale).astype(np.float32)
