@@ -354,7 +354,13 @@ class Generator(nn.Module):
         wl, wc, wr = (self._per_layer(w, n) for w, n in
                       ((w_left, "w_left"), (w_center, "w_center"), (w_right, "w_right")))
         n, g = wc.shape[0], self.config.grid_size
-        lb = torch.as_tensor(left_border).reshape(-1).expand(n).to(torch.float32)
+        lb = torch.as_tensor(left_border).reshape(-1).cpu()
+        if lb.numel() not in (1, n):
+            raise AlisError(f"left_border must hold 1 or {n} values, got {lb.numel()}")
+        max_lb = 2 * self.config.patches_per_interval - g
+        if lb.min() < 0 or lb.max() > max_lb:
+            raise AlisError(f"left_border must lie in [0, {max_lb}] (patches inside the window), got {lb.tolist()}")
+        lb = lb.expand(n).to(torch.float32)
         lb = (self.synthesis.max_shift_strength.cpu() * lb).to(torch.int64).numpy()
         ws3 = torch.stack([wl, wc, wr], dim=2).repeat_interleave(g, dim=0)  # [N*g, num_ws, 3, w_dim]
         pos = PatchPositions(np.repeat(lb, g), np.tile(np.arange(g), n))

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny models with every parameter randomised, so that no term of the model hides."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+import alis_core
+from alis_core import Generator, GeneratorConfig
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Fill every parameter and noise buffer with seeded random values of a sensible scale."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            scale = 1.0 if name.endswith(("weight", "input_column")) else 0.1
+            p.copy_(torch.randn(p.shape, generator=g) * scale)
+        for name, b in module.named_buffers():
+            if name.endswith(("noise_const", "w_avg")):
+                b.copy_(torch.randn(b.shape, generator=g) * (1.0 if "noise" in name else 0.1))
+    return module
+
+
+def make_tiny(seed: int = 0, **overrides) -> Generator:
+    G = Generator(GeneratorConfig.tiny(**overrides))
+    return randomize(G, seed).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="session")
+def tiny_G() -> Generator:
+    """A random 64 px generator (2 patches of 32 px per frame, anchors 128 px apart)."""
+    return make_tiny(0)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, tiny_G) -> Path:
+    """tiny_G saved as one of our .safetensors checkpoints."""
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    alis_core.save_generator(tiny_G, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def official_fixture() -> dict:
+    from safetensors.torch import load_file
+    return load_file(str(FIXTURES / "official_tiny64.safetensors"))

@@ -1,0 +1,182 @@
+"""Parity with the official implementation, equivariance, and the generator's contracts."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import FIXTURES, make_tiny
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import alis_core
+from alis_core import AlisError, GeneratorConfig
+from alis_core.layers import logarithmic_basis
+
+TOL = 1e-4
+OFFICIAL = sorted(FIXTURES.glob("official_*.safetensors"))
+
+
+def _frame(G, t, noise_mode):
+    ctx = t["in.ws_context"]
+    return G.frame(ctx[:, 0], t["out.ws"], ctx[:, 1], t["in.left_borders_idx"], noise_mode=noise_mode)
+
+
+def _check_all_outputs(G, t):
+    assert (G.map(t["in.z"]) - t["out.ws"]).abs().max() <= TOL
+    assert (G.map(t["in.z"], truncation_psi=0.7) - t["out.ws_psi0.7"]).abs().max() <= TOL
+    for mode in ("none", "const"):
+        err = (_frame(G, t, mode) - t[f"out.img_noise_{mode}"]).abs().max()
+        assert err <= TOL, f"noise {mode}: max abs error {err}"
+    if "out.panorama" in t:
+        assert (G.map(t["in.panorama_z"]) - t["out.panorama_ws"]).abs().max() <= TOL
+        pano = alis_core.panorama(G, t["out.panorama_ws"])
+        assert pano.shape == t["out.panorama"].shape
+        assert (pano - t["out.panorama"]).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("path", OFFICIAL, ids=lambda p: p.stem)
+def test_parity_with_official_fixture_weights(path):
+    t = load_file(str(path))
+    G = alis_core.load_generator(path)
+    meta = safe_open(str(path), "pt").metadata()
+    assert G.num_ws == int(meta["num_ws"])
+    _check_all_outputs(G, t)
+
+
+def test_parity_through_official_pickle(official_fixture):
+    G = alis_core.load_generator(FIXTURES / "official_tiny64.pkl")
+    _check_all_outputs(G, official_fixture)
+
+
+def test_converted_pickle_round_trips(tmp_path, official_fixture):
+    dst = alis_core.convert_official(FIXTURES / "official_tiny64.pkl", tmp_path / "tiny.safetensors")
+    _check_all_outputs(alis_core.load_generator(dst), official_fixture)
+
+
+def test_pickle_weights_equal_fixture_weights(official_fixture):
+    G = alis_core.load_generator(FIXTURES / "official_tiny64.pkl")
+    ours = G.state_dict()
+    for name, t in official_fixture.items():
+        if name.startswith("G.") and not name.endswith(("resample_filter", ".basis")):
+            assert torch.equal(ours[name[2:].replace(".input.input.", ".input.")], t), name
+
+
+def test_fourier_bases_equal_official_buffers(official_fixture):
+    G = alis_core.load_generator(FIXTURES / "official_tiny64.safetensors")
+    for name, t in official_fixture.items():
+        if name.endswith(".basis"):
+            res = int(name.split(".")[2][1:])
+            ours = G.synthesis.b4.input.basis if res == 4 else getattr(G.synthesis, f"b{res}").basis
+            assert torch.equal(ours, t), name
+
+
+def test_basis_drops_diagonals_when_they_do_not_fit():
+    assert logarithmic_basis(64, 128).shape == (20, 2)  # 4 directions x 5 octaves
+    assert logarithmic_basis(64, 12).shape == (10, 2)  # 6 * 4 > 12 and 6 * 3 > 12: only 2 directions
+    assert logarithmic_basis(64, 18).shape == (15, 2)  # anti-diagonal dropped
+
+
+def test_truncation_lerps_towards_w_avg(tiny_G):
+    z = torch.randn(4, tiny_G.z_dim, generator=torch.Generator().manual_seed(1))
+    w, w0 = tiny_G.map(z), tiny_G.map(z, truncation_psi=0.0)
+    assert torch.allclose(w0, tiny_G.mapping.w_avg.expand_as(w0))
+    assert torch.allclose(tiny_G.map(z, truncation_psi=0.5), (w + w0) / 2, atol=1e-6)
+
+
+def test_frame_accepts_per_layer_ws(tiny_G):
+    g = torch.Generator().manual_seed(2)
+    w = torch.randn(3, 2, tiny_G.w_dim, generator=g)
+    lb = torch.tensor([0, 6])
+    a = tiny_G.frame(w[0], w[1], w[2], lb)
+    per_layer = [x.unsqueeze(1).expand(-1, tiny_G.num_ws, -1) for x in w]
+    assert torch.equal(a, tiny_G.frame(*per_layer, lb))
+    assert a.shape == (2, 3, 64, 64)
+    with pytest.raises(AlisError, match="w_center"):
+        tiny_G.frame(w[0], torch.randn(2, 5), w[2], lb)
+    with pytest.raises(AlisError, match="left_border"):
+        tiny_G.frame(w[0], w[1], w[2], torch.tensor([0, 7]))
+
+
+def test_patch_depends_only_on_its_two_anchors_and_position(tiny_G):
+    """ALIS equivariance: the patch between anchors B and C is the same whether it is rendered in
+    the right half of window (A, B, C) or the left half of window (B, C, D)."""
+    g = torch.Generator().manual_seed(3)
+    a, b, c, d = torch.randn(4, 1, tiny_G.w_dim, generator=g)
+    ppi = tiny_G.config.patches_per_interval
+    for q in range(ppi):
+        right_half = tiny_G.patches(torch.stack([a, b, c], 1), [q + ppi - (q + ppi) % 2], [(q + ppi) % 2])
+        left_half = tiny_G.patches(torch.stack([b, c, d], 1), [q - q % 2], [q % 2])
+        assert torch.equal(right_half, left_half)
+    # Through the official frame path (coordinates not folded) the patches agree to float32 rounding.
+    right = tiny_G.frame(a, b, c, torch.tensor([ppi]))
+    left = tiny_G.frame(b, c, d, torch.tensor([0]))
+    assert (right - left).abs().max() <= 1e-3 * right.abs().max()
+
+
+def test_frame_equals_its_patches(tiny_G):
+    g = torch.Generator().manual_seed(4)
+    w = torch.randn(3, 1, tiny_G.w_dim, generator=g)
+    frame = tiny_G.frame(w[0], w[1], w[2], torch.tensor([3]), noise_mode="const")
+    patches = tiny_G.patches(torch.stack(list(w), 1).expand(2, -1, -1), [3, 3], [0, 1],
+                             noise_mode="const", canonical=False)
+    assert torch.equal(frame, torch.cat(list(patches), dim=2)[None])
+
+
+def test_random_noise_is_seeded_and_changes_pixels(tiny_G):
+    w = torch.randn(3, 1, tiny_G.w_dim, generator=torch.Generator().manual_seed(5))
+    f = lambda s: tiny_G.frame(*w, torch.tensor([0]), noise_mode="random",  # noqa: E731
+                               generator=torch.Generator().manual_seed(s))
+    assert torch.equal(f(1), f(1))
+    assert not torch.equal(f(1), f(2))
+    with pytest.raises(AlisError, match="noise_mode"):
+        tiny_G.frame(*w, torch.tensor([0]), noise_mode="loud")
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(img_resolution=16, grid_size=1, w_coord_dist=2.0, channel_base=256, channel_max=32),
+    dict(img_resolution=32, grid_size=4, w_coord_dist=4.0, z_dim=16, w_dim=24, mapping_layers=1),
+    dict(img_resolution=128, channel_base=256, channel_max=16, conv_clamp=None),
+])
+def test_other_architectures_run_and_are_equivariant(overrides):
+    G = make_tiny(7, **overrides)
+    cfg = G.config
+    a = alis_core.sample_anchors(G, 3, seed=1)
+    pano = alis_core.panorama(G, a, wrap=True)
+    assert pano.shape == (3, cfg.img_resolution, 3 * cfg.anchor_spacing)
+    rolled = alis_core.panorama(G, torch.roll(a, -1, 0), wrap=True)
+    assert (torch.roll(pano, -cfg.anchor_spacing, 2) - rolled).abs().max() <= 1e-5
+    frame = G.frame(a[0:1], a[1:2], a[2:3], torch.tensor([1]))
+    assert frame.shape == (1, 3, cfg.img_resolution, cfg.img_resolution)
+    assert torch.isfinite(frame).all()
+
+
+def test_config_json_round_trip():
+    cfg = GeneratorConfig.tiny(w_coord_dist=2.0)
+    assert GeneratorConfig.from_dict(json.loads(cfg.to_json())) == cfg
+    with pytest.raises(AlisError, match="power of two"):
+        GeneratorConfig.tiny(img_resolution=48)
+    with pytest.raises(AlisError, match="unsupported generator config keys"):
+        GeneratorConfig.from_dict({**cfg.to_dict(), "fmm": True})
+
+
+def test_discriminator_scores_frames():
+    D = alis_core.Discriminator(alis_core.DiscriminatorConfig(img_resolution=32, channel_base=256, channel_max=32))
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = D(x)
+    assert out.shape == (4, 1) and torch.isfinite(out).all()
+    # minibatch stddev makes each score depend on the other samples of its group
+    assert not torch.allclose(D(x[:2])[0], out[0])
+    out.sum().backward()
+    assert all(p.grad is not None for p in D.parameters())
+
+
+def test_generator_is_differentiable(tiny_G):
+    G = make_tiny(1).requires_grad_(True)
+    w = G.map(torch.randn(2, G.z_dim))
+    img = G.frame(w, w, w, torch.tensor([0, 2]), noise_mode="random", generator=torch.Generator().manual_seed(0))
+    img.square().mean().backward()
+    grads = {n: p.grad for n, p in G.named_parameters()}
+    assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
+    assert np.mean([float(g.abs().sum() > 0) for g in grads.values()]) == 1.0
