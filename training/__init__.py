@@ -1,0 +1,1 @@
+"""ALIS trainer: datasets (photos or procedural landscapes), losses and the training loop."""
