@@ -83,13 +83,13 @@ def build_generate_command(
     ]
     if params.wrap:
         cmd.append("--wrap")
-    cmd += [
-        "--equirect", output_path,
-        "--horizon", f"{params.horizon:g}",
-        "--strip-scale", f"{params.strip_scale:g}",
-        "--cap-blur", f"{params.cap_blur:g}",
-        "--progress-format", "lines",
-    ]
+    cmd += ["--equirect", output_path, "--horizon", f"{params.horizon:g}"]
+    # Passed only when changed, so the default settings work with CLIs that lack these flags.
+    if params.strip_scale != SkyParams.strip_scale:
+        cmd += ["--strip-scale", f"{params.strip_scale:g}"]
+    if params.cap_blur != SkyParams.cap_blur:
+        cmd += ["--cap-blur", f"{params.cap_blur:g}"]
+    cmd += ["--progress-format", "lines"]
     return cmd
 
 
@@ -402,4 +402,4 @@ def generate_in_process(
             image.to_unit(strip), horizon=params.horizon, strip_scale=params.strip_scale, cap_blur=params.cap_blur,
         )  # [3, W / 2, W] in [0, 1], sRGB-encoded
         linear = image.chw_to_hwc(image.srgb_to_linear(eq.float().cpu()))  # [W / 2, W, 3]
-    return pixels.resize_equirect(linear.numpy(), params.width)
+    return np.maximum(pixels.resize_equirect(linear.numpy(), params.width), 0.0)

@@ -94,8 +94,7 @@ class ALIS_OT_generate_world(bpy.types.Operator):
         else:
             image = world.image_from_pixels(job.result_pixels)
         world.store_image(image, self._output_dir, p.file_name(".exr"))
-        world.wire_world(sky_world, image, rotation=sky_world.alis_sky.rotation, strength=sky_world.alis_sky.strength)
-        world.set_sky_image(sky_world, image)
+        world.show_sky(sky_world, image, rotation=sky_world.alis_sky.rotation, strength=sky_world.alis_sky.strength)
         return image
 
     def _finish(self, context, job: backend.Job) -> set[str]:

@@ -19,7 +19,7 @@ class SkyParams:
 
     seed:        anchor seed (integer in [0, 2**31 - 1]).
     anchors:     number of anchors K; with wrap the strip closes into a 360° loop of K * spacing px.
-    psi:         truncation psi in [0, 1]; lower = more typical, less varied landscapes.
+    psi:         truncation psi in [0, 2]; lower = more typical, less varied landscapes.
     width:       equirect width in px (height = width / 2).
     wrap:        close the panorama into a seamless loop (on by default: a sky must wrap).
     horizon:     where the horizon lands, as a fraction of the equirect height from the top
@@ -53,8 +53,8 @@ class SkyParams:
             raise ValueError(f"seed {self.seed} is out of range: use 0..{MAX_SEED}")
         if self.anchors < 2:
             raise ValueError(f"anchors {self.anchors} is too few: use at least 2")
-        if not 0.0 <= self.psi <= 1.0:
-            raise ValueError(f"psi {self.psi} is out of range: use 0..1")
+        if not 0.0 <= self.psi <= 2.0:
+            raise ValueError(f"psi {self.psi} is out of range: use 0..2")
         if not MIN_WIDTH <= self.width <= MAX_WIDTH or self.width % 2:
             raise ValueError(f"resolution {self.width} is invalid: use an even width in {MIN_WIDTH}..{MAX_WIDTH}")
         if not 0.0 <= self.horizon <= 1.0:

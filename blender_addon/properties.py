@@ -22,7 +22,7 @@ class ALIS_WorldSettings(bpy.types.PropertyGroup):
         description="Number of anchors; each adds one frame-spaced stretch of landscape",
     )
     psi: bpy.props.FloatProperty(
-        name="Psi", default=0.7, min=0.0, max=1.0,
+        name="Psi", default=0.7, min=0.0, max=2.0, soft_max=1.0,
         description="Truncation psi: lower = more typical, less varied landscapes",
     )
     resolution: bpy.props.IntProperty(

@@ -36,8 +36,9 @@ def ensure_world(scene: bpy.types.Scene) -> bpy.types.World:
 
 
 def _node_tree(world: bpy.types.World) -> bpy.types.NodeTree:
-    if world.node_tree is None or not getattr(world, "use_nodes", True):
-        world.use_nodes = True  # deprecated in Blender 5 (always on there), needed on 4.x
+    # Blender 5 worlds always use nodes (World.use_nodes is deprecated there); 4.x needs the switch.
+    if world.node_tree is None or (bpy.app.version < (5, 0, 0) and not world.use_nodes):
+        world.use_nodes = True
     return world.node_tree
 
 
@@ -196,20 +197,17 @@ def store_image(image: bpy.types.Image, output_dir: str, file_name: str) -> str 
     return None
 
 
-def set_sky_image(world: bpy.types.World, image: bpy.types.Image) -> bpy.types.Image:
-    """Show `image` in the world's Environment node; the previous ALIS image is removed if nothing else uses it."""
+def show_sky(
+    world: bpy.types.World, image: bpy.types.Image, rotation: float = 0.0, strength: float = 1.0,
+) -> dict[str, bpy.types.Node]:
+    """Wire the world to show `image`; the previous ALIS image is removed if nothing else uses it (its name is kept)."""
     old = sky_image(world)
-    tree = _node_tree(world)
-    node = tree.nodes.get(NODE_ENVIRONMENT)
-    if node is None:
-        wire_world(world, image)
-    else:
-        node.image = image
+    nodes = wire_world(world, image, rotation, strength)
     if old is not None and old != image and old.get(TAG) and old.users == 0:
         name = old.name
         bpy.data.images.remove(old)
         image.name = name
-    return image
+    return nodes
 
 
 def save_image_as(image: bpy.types.Image, path: str) -> str:
@@ -218,13 +216,18 @@ def save_image_as(image: bpy.types.Image, path: str) -> str:
     formats = {".exr": "OPEN_EXR", ".hdr": "HDR", ".png": "PNG"}
     if ext not in formats:
         raise ValueError(f"cannot save {path!r}: use a .exr, .hdr or .png file name")
-    copy = image.copy()
+    w, h = image.size
+    flat = np.empty(w * h * image.channels, dtype=np.float32)
+    image.pixels.foreach_get(flat)
+    if image.channels != 4:
+        flat = pixels.hwc_to_blender_pixels(pixels.blender_pixels_to_hwc(flat, w, h, image.channels)[::-1][:, :, :3])
+    # A temporary float image holds the copy, so the datablock keeps its own path and packing.
+    copy = bpy.data.images.new(image.name + " (save)", w, h, alpha=False, float_buffer=True)
     try:
+        _set_linear(copy)
+        copy.pixels.foreach_set(flat)
         copy.filepath_raw = path
         copy.file_format = formats[ext]
-        if copy.packed_file is not None:
-            copy.unpack(method="REMOVE")
-            copy.pixels.foreach_set(np.asarray(image.pixels[:], dtype=np.float32))
         copy.save()
     finally:
         bpy.data.images.remove(copy)

@@ -25,7 +25,7 @@ def test_params_defaults_validate_and_wrap_by_default():
     [
         ({"seed": -1}, "seed"),
         ({"anchors": 1}, "anchors"),
-        ({"psi": 1.5}, "psi"),
+        ({"psi": 2.5}, "psi"),
         ({"width": 1001}, "resolution"),
         ({"width": 32}, "resolution"),
         ({"horizon": 1.2}, "horizon"),
@@ -123,10 +123,12 @@ def test_generate_command_matches_the_cli_contract():
     # empty checkpoint = the CLI's bundled default; no wrap flag when wrap is off
     cmd = backend.build_generate_command("/py", SkyParams(wrap=False), "/o.hdr")
     assert "--checkpoint" not in cmd and "--wrap" not in cmd
+    # fill settings at their defaults are left to the CLI's defaults
+    assert "--strip-scale" not in cmd and "--cap-blur" not in cmd
     with pytest.raises(backend.BackendError, match="device"):
         backend.build_generate_command("/py", p, "/o.hdr", device="tpu")
     with pytest.raises(ValueError, match="psi"):
-        backend.build_generate_command("/py", SkyParams(psi=2.0), "/o.hdr")
+        backend.build_generate_command("/py", SkyParams(psi=3.0), "/o.hdr")
 
 
 def test_parse_progress_and_error_lines():

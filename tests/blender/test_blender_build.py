@@ -1,0 +1,94 @@
+"""The extension package: manifest rules, build script, archive contents, Blender's own validator."""
+import ast
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+
+import pytest
+
+from blender_addon import build
+
+ADDON = pathlib.Path(build.ADDON_DIR)
+
+
+def test_manifest_has_the_extension_fields():
+    m = build.read_manifest()
+    assert m["schema_version"] == "1.0.0"
+    assert m["id"] == "alis_sky" and m["id"].isidentifier()
+    assert m["type"] == "add-on"
+    assert m["blender_version_min"] == "4.2.0"
+    assert all(lic.startswith("SPDX:") for lic in m["license"])
+    for key in ("version", "name", "tagline", "maintainer"):
+        assert m[key].strip()
+    assert not m["tagline"].endswith(".") and len(m["tagline"]) <= 64
+    # every permission has a short reason, as Blender asks
+    assert m["permissions"] == {"files": "Read checkpoints and write generated sky images"}
+
+
+def test_package_uses_relative_imports_and_no_bl_info():
+    for path in ADDON.glob("*.py"):
+        tree = ast.parse(path.read_text(), str(path))
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        assert "bl_info" not in names, path.name
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert not node.module.startswith("blender_addon"), f"{path.name}: use a relative import"
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("blender_addon") for a in node.names), path.name
+    assert "bl_idname = __package__" in (ADDON / "preferences.py").read_text()
+
+
+def test_plain_modules_import_without_bpy_or_torch():
+    # params, pixels and backend are the Blender-free layer; registering must not need torch either.
+    code = (
+        "import sys; sys.modules['bpy'] = None; sys.modules['torch'] = None\n"
+        "import blender_addon, blender_addon.params, blender_addon.pixels, blender_addon.backend\n"
+        "assert callable(blender_addon.register)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ADDON.parent, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def test_build_writes_a_reproducible_zip_of_the_extension_files(tmp_path):
+    (ADDON / "__pycache__").mkdir(exist_ok=True)  # normally present; must stay out of the archive
+    path = build.build(str(tmp_path / "a"))
+    version = tomllib.loads((ADDON / "blender_manifest.toml").read_text())["version"]
+    assert os.path.basename(path) == f"alis_sky-{version}.zip"
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    assert {"blender_manifest.toml", "__init__.py", "backend.py", "operators.py", "world.py"} <= set(names)
+    assert "build.py" not in names
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    again = build.build(str(tmp_path / "b"))
+    assert pathlib.Path(path).read_bytes() == pathlib.Path(again).read_bytes()
+
+
+def test_build_command_line(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "blender_addon.build", "--out", str(tmp_path)],
+        cwd=ADDON.parent, capture_output=True, text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert pathlib.Path(out.stdout.strip()).is_file()
+
+
+def test_zip_and_folder_pass_blenders_validator(bpy, extension_zip):
+    ok, output = build.validate(extension_zip)
+    assert ok, output
+    assert "Success" in output
+    ok, output = build.validate(str(ADDON))
+    assert ok, output
+
+
+def test_validator_rejects_a_broken_manifest(bpy, tmp_path):
+    # guards against a validator call that passes everything
+    src = tmp_path / "alis_sky"
+    shutil.copytree(ADDON, src, ignore=shutil.ignore_patterns("__pycache__"))
+    manifest = (src / "blender_manifest.toml").read_text()
+    (src / "blender_manifest.toml").write_text(manifest.replace('blender_version_min = "4.2.0"', ""))
+    ok, output = build.validate(str(src))
+    assert not ok and "blender_version_min" in output

@@ -1,0 +1,272 @@
+"""The installed extension inside real Blender (bpy module): register, generate, world nodes, render orientation.
+
+Skipped when bpy is not installed (pip install bpy==5.0.1).
+"""
+import importlib
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+ALIS_NODES = ("ALIS Texture Coordinate", "ALIS Mapping", "ALIS Environment", "ALIS Background")
+
+
+def _module(alis_extension, name):
+    return importlib.import_module(f"{alis_extension}.{name}")
+
+
+def _alis_images(bpy):
+    return [im for im in bpy.data.images if im.get("alis_sky")]
+
+
+def _source(socket):
+    (link,) = socket.links
+    return link.from_node.name, link.from_socket.identifier
+
+
+def assert_sky_wiring(world, rotation):
+    tree = world.node_tree
+    nodes = {name: tree.nodes[name] for name in ALIS_NODES}
+    assert nodes["ALIS Texture Coordinate"].bl_idname == "ShaderNodeTexCoord"
+    assert nodes["ALIS Mapping"].bl_idname == "ShaderNodeMapping"
+    assert nodes["ALIS Environment"].bl_idname == "ShaderNodeTexEnvironment"
+    assert nodes["ALIS Environment"].projection == "EQUIRECTANGULAR"
+    assert nodes["ALIS Background"].bl_idname == "ShaderNodeBackground"
+    assert _source(nodes["ALIS Mapping"].inputs["Vector"]) == ("ALIS Texture Coordinate", "Generated")
+    assert _source(nodes["ALIS Environment"].inputs["Vector"]) == ("ALIS Mapping", "Vector")
+    assert _source(nodes["ALIS Background"].inputs["Color"]) == ("ALIS Environment", "Color")
+    (output,) = [n for n in tree.nodes if n.bl_idname == "ShaderNodeOutputWorld" and n.is_active_output]
+    assert _source(output.inputs["Surface"]) == ("ALIS Background", "Background")
+    assert tuple(nodes["ALIS Mapping"].inputs["Rotation"].default_value) == pytest.approx((0, 0, rotation))
+    assert all(n.get("alis_sky") for n in nodes.values())
+    return nodes
+
+
+def test_extension_registers_its_ui(bpy, alis_extension):
+    assert hasattr(bpy.types, "WORLD_PT_alis_sky")
+    assert bpy.types.WORLD_PT_alis_sky.bl_context == "world"
+    for op in ("generate_world", "new_seed", "save_image", "check_backend"):
+        assert hasattr(bpy.ops.alis, op)
+    prefs = bpy.context.preferences.addons[alis_extension].preferences
+    assert (prefs.checkpoint, prefs.device, prefs.output_dir, prefs.python_path) == ("", "auto", "", "")
+    world = bpy.data.worlds.new("defaults")
+    try:
+        s = world.alis_sky
+        assert s.wrap is True and s.anchors >= 2 and s.resolution == 2048
+    finally:
+        bpy.data.worlds.remove(world)
+
+
+def test_new_seed_changes_the_seed(bpy, fresh_world):
+    seeds = set()
+    for _ in range(3):
+        assert bpy.ops.alis.new_seed() == {"FINISHED"}
+        seeds.add(fresh_world.alis_sky.seed)
+    assert len(seeds) > 1
+
+
+def test_generate_in_process_wires_the_world_and_reuses_nodes(bpy, addon_prefs, fresh_world, tiny_checkpoint):
+    addon_prefs.backend = "IN_PROCESS"
+    addon_prefs.checkpoint = tiny_checkpoint
+    addon_prefs.device = "cpu"
+    tree = fresh_world.node_tree
+    user_node = tree.nodes.new("ShaderNodeRGB")  # the user's own node must survive
+    user_node.name = "My Colour"
+    s = fresh_world.alis_sky
+    s.anchors, s.resolution, s.seed, s.rotation = 3, 128, 1, 0.5
+    images_before = len(_alis_images(bpy))
+
+    assert bpy.ops.alis.generate_world() == {"FINISHED"}
+    nodes = assert_sky_wiring(fresh_world, 0.5)
+    image = nodes["ALIS Environment"].image
+    assert tuple(image.size) == (128, 64)
+    assert image.is_float and image.colorspace_settings.name == "Linear Rec.709"
+    assert image.packed_file is not None  # no output folder: kept inside the .blend
+    first = np.array(image.pixels[:], np.float32)
+    assert np.isfinite(first).all() and first.std() > 0.01
+    count = len(tree.nodes)
+    ids = {name: tree.nodes[name].as_pointer() for name in ALIS_NODES}
+
+    s.seed, s.rotation = 2, -1.0
+    assert bpy.ops.alis.generate_world() == {"FINISHED"}
+    nodes = assert_sky_wiring(fresh_world, -1.0)
+    assert len(tree.nodes) == count and "My Colour" in tree.nodes
+    assert {name: tree.nodes[name].as_pointer() for name in ALIS_NODES} == ids
+    assert len(_alis_images(bpy)) == images_before + 1  # the old sky image was replaced, not piled up
+    second = np.array(nodes["ALIS Environment"].image.pixels[:], np.float32)
+    assert np.abs(second - first).mean() > 1e-3  # a new seed, a new sky
+
+    # the rotation slider updates the Mapping node without regenerating
+    s.rotation = 0.25
+    assert tuple(nodes["ALIS Mapping"].inputs["Rotation"].default_value)[2] == pytest.approx(0.25)
+
+
+def test_generate_saves_into_the_output_folder(bpy, addon_prefs, fresh_world, tiny_checkpoint, tmp_path):
+    addon_prefs.backend = "IN_PROCESS"
+    addon_prefs.checkpoint = tiny_checkpoint
+    addon_prefs.output_dir = str(tmp_path)
+    fresh_world.alis_sky.anchors, fresh_world.alis_sky.resolution = 2, 64
+    assert bpy.ops.alis.generate_world() == {"FINISHED"}
+    image = fresh_world.node_tree.nodes["ALIS Environment"].image
+    path = pathlib.Path(bpy.path.abspath(image.filepath))
+    assert path.parent == tmp_path and path.suffix == ".exr" and path.is_file()
+    assert path.name == fresh_world.alis_sky.to_params().file_name(".exr")
+    assert image.packed_file is None
+
+
+def test_generate_reports_a_missing_checkpoint(bpy, addon_prefs, fresh_world, tmp_path):
+    addon_prefs.backend = "IN_PROCESS"
+    addon_prefs.checkpoint = str(tmp_path / "missing.safetensors")
+    with pytest.raises(RuntimeError, match="missing.safetensors"):
+        bpy.ops.alis.generate_world()
+    assert "ALIS Environment" not in fresh_world.node_tree.nodes
+
+
+def _cli_has(flag):
+    try:
+        from alis_core import cli
+    except ImportError:
+        return False
+    return flag in pathlib.Path(cli.__file__).read_text()
+
+
+@pytest.mark.skipif(not _cli_has("--progress-format"), reason="alis CLI without --progress-format lines")
+def test_generate_through_the_cli_subprocess(bpy, addon_prefs, fresh_world, tiny_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    addon_prefs.backend = "SUBPROCESS"
+    addon_prefs.python_path = sys.executable
+    addon_prefs.checkpoint = tiny_checkpoint
+    addon_prefs.device = "cpu"
+    addon_prefs.output_dir = str(tmp_path)
+    s = fresh_world.alis_sky
+    s.anchors, s.resolution = 2, 128
+    assert bpy.ops.alis.generate_world() == {"FINISHED"}
+    nodes = assert_sky_wiring(fresh_world, 0.0)
+    image = nodes["ALIS Environment"].image
+    assert tuple(image.size) == (128, 64) and image.is_float
+    assert list(tmp_path.glob("alis_sky_*"))  # the CLI wrote its file into the output folder
+
+
+def _band_sky(width=64):
+    """Equirect [H, W, 3] with four colours centred on u = 0, 0.25, 0.5, 0.75 (u = column centre / W)."""
+    colors = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]], np.float32)  # u=0 red ... u=0.75 yellow
+    u = (np.arange(width) + 0.5) / width
+    band = np.round(u * 4).astype(int) % 4
+    return np.broadcast_to(colors[band][None], (width // 2, width, 3)).copy(), colors
+
+
+def _render_direction(bpy, scene, yaw, tmp_path):
+    """Render a 8x8 view from the origin looking horizontally at angle yaw (0 = +X, 90° = +Y); mean RGB."""
+    cam = scene.camera
+    cam.rotation_euler = (math.pi / 2, 0.0, yaw - math.pi / 2)
+    path = str(tmp_path / f"view_{round(math.degrees(yaw))}.exr")
+    scene.render.filepath = path
+    bpy.ops.render.render(write_still=True, scene=scene.name)
+    img = bpy.data.images.load(path, check_existing=False)
+    try:
+        px = np.array(img.pixels[:], np.float32).reshape(-1, 4)[:, :3]
+    finally:
+        bpy.data.images.remove(img)
+    return px.mean(axis=0)
+
+
+def test_render_shows_the_expected_longitudes(bpy, alis_extension, tmp_path):
+    # Blender maps image column u to direction atan2: +X sees u = 0.5, +Y sees u = 0.25, -X the seam (u = 0).
+    world_mod = _module(alis_extension, "world")
+    scene = bpy.data.scenes.new("alis_render_test")
+    try:
+        scene.render.engine = "CYCLES"
+        scene.cycles.device = "CPU"
+        scene.cycles.samples = 1
+        scene.cycles.use_denoising = False
+        scene.cycles.max_bounces = 0
+        scene.render.use_persistent_data = True
+        scene.render.resolution_x = scene.render.resolution_y = 8
+        scene.render.resolution_percentage = 100
+        scene.render.image_settings.file_format = "OPEN_EXR"
+        scene.view_settings.view_transform = "Standard"
+        cam_data = bpy.data.cameras.new("alis_cam")
+        cam_data.angle = math.radians(10)
+        cam = bpy.data.objects.new("alis_cam", cam_data)
+        scene.collection.objects.link(cam)
+        scene.camera = cam
+        scene.world = bpy.data.worlds.new("alis_render_world")
+
+        sky, colors = _band_sky()
+        image = world_mod.image_from_pixels(sky)
+        world_mod.wire_world(scene.world, image, rotation=0.0)
+        expected = {0: colors[2], 90: colors[1], 180: colors[0], 270: colors[3]}  # +X, +Y, -X, -Y
+        for yaw_deg, color in expected.items():
+            seen = _render_direction(bpy, scene, math.radians(yaw_deg), tmp_path)
+            np.testing.assert_allclose(seen, color, atol=0.02, err_msg=f"looking at yaw {yaw_deg}°")
+
+        # The Mapping node (Point) rotates the lookup direction: at +90° about Z the +X view
+        # shows what the +Y view showed before (u = 0.25).
+        world_mod.set_rotation(scene.world, math.radians(90))
+        seen = _render_direction(bpy, scene, 0.0, tmp_path)
+        np.testing.assert_allclose(seen, colors[1], atol=0.02)
+    finally:
+        for cam_obj in list(scene.collection.objects):
+            bpy.data.objects.remove(cam_obj)
+        world = scene.world
+        bpy.data.scenes.remove(scene)
+        if world is not None:
+            bpy.data.worlds.remove(world)
+
+
+def test_save_image_writes_the_sky(bpy, alis_extension, fresh_world, tmp_path):
+    world_mod = _module(alis_extension, "world")
+    sky, _ = _band_sky(32)
+    image = world_mod.image_from_pixels(sky * 2.5)  # HDR values above 1 must survive in EXR
+    world_mod.store_image(image, "", "unused.exr")
+    world_mod.wire_world(fresh_world, image)
+    for name in ("sky.exr", "sky.png"):
+        path = tmp_path / name
+        assert bpy.ops.alis.save_image(filepath=str(path)) == {"FINISHED"}
+        assert path.is_file()
+    assert image.packed_file is not None and image.filepath != str(tmp_path / "sky.exr")  # datablock unchanged
+    loaded = bpy.data.images.load(str(tmp_path / "sky.exr"), check_existing=False)
+    try:
+        px = np.array(loaded.pixels[:], np.float32).reshape(16, 32, 4)[::-1, :, :3]
+        np.testing.assert_allclose(px, sky * 2.5, atol=1e-3)
+    finally:
+        bpy.data.images.remove(loaded)
+
+
+def test_registers_without_torch_and_explains_the_backend(bpy, extension_zip, tmp_path):
+    # A Blender whose Python has no torch (the usual case): the extension must still enable,
+    # and Generate must say how to get a backend instead of failing with an import error.
+    script = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["torch"] = None
+        sys.modules["alis_core"] = None
+        import bpy
+        bpy.context.preferences.use_preferences_save = False
+        bpy.ops.preferences.extension_repo_add(
+            name="t", type="LOCAL", use_custom_directory=True, custom_directory={str(tmp_path / "repo")!r})
+        repo = bpy.context.preferences.extensions.repos[-1]
+        bpy.ops.extensions.package_install_files(filepath={extension_zip!r}, repo=repo.module, enable_on_install=True)
+        module = "bl_ext." + repo.module + ".alis_sky"
+        assert module in bpy.context.preferences.addons, "not enabled"
+        prefs = bpy.context.preferences.addons[module].preferences
+        problem = sys.modules[module + ".preferences"].backend_problem(prefs)
+        print("PROBLEM:", problem)
+        try:
+            bpy.ops.alis.generate_world()
+        except RuntimeError as ex:
+            print("REPORT:", str(ex).strip())
+        """
+    )
+    env = dict(os.environ, BLENDER_USER_RESOURCES=str(tmp_path / "user"))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "PROBLEM: torch is not installed in Blender's Python" in out.stdout
+    assert "Backend Python" in out.stdout.split("PROBLEM:")[1]
+    assert "REPORT:" in out.stdout and "Backend Python" in out.stdout.split("REPORT:")[1]
