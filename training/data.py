@@ -2,8 +2,8 @@
 
 Photos are decoded once into a cache at the training resolution R:
 
-- EXIF orientation is applied; any mode (RGB, RGBA, LA, P, L, I;16, CMYK, ...) becomes RGB,
-  transparency is composited over white;
+- EXIF orientation is applied; an embedded ICC profile (RGB or CMYK) is converted to sRGB; any
+  mode (RGB, RGBA, LA, P, L, I;16, CMYK, ...) becomes RGB, transparency composited over white;
 - the short side is resized to R (Lanczos), then R x R squares are cropped: a landscape photo
   gives one crop per R columns of its resized width, evenly spaced from the left edge to the
   right edge (a leftover under a quarter of R adds no crop); a portrait photo gives its centre;
@@ -37,6 +37,11 @@ from typing import Iterator
 import numpy as np
 import torch
 from PIL import Image, ImageOps
+
+try:  # colour management is optional in Pillow builds
+    from PIL import ImageCms
+except ImportError:  # pragma: no cover
+    ImageCms = None
 
 from alis_core.errors import AlisError
 
@@ -92,6 +97,18 @@ class ImageDataset:
 # Decoding and cropping.
 
 
+def _icc_to_srgb(im: Image.Image) -> Image.Image:
+    """Convert an RGB or CMYK image with an embedded ICC profile to sRGB; else return it as is."""
+    icc = im.info.get("icc_profile")
+    if not icc or ImageCms is None or im.mode not in ("RGB", "CMYK"):
+        return im
+    try:
+        src = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        return ImageCms.profileToProfile(im, src, ImageCms.createProfile("sRGB"), outputMode="RGB")
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return im  # a broken profile: fall back to the plain mode conversion
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     """Any PIL mode -> RGB; alpha is composited over white, 16-bit and float scaled to 8 bits."""
     if im.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
@@ -133,7 +150,7 @@ def _decode_frames(data: io.BytesIO | Path, resolution: int) -> np.ndarray:
         if im.format == "JPEG":
             im.draft(None, (r, r))  # decode at a reduced DCT scale when the photo is much larger
         im.load()
-        im = _to_rgb(ImageOps.exif_transpose(im))
+        im = _to_rgb(_icc_to_srgb(ImageOps.exif_transpose(im)))
     w, h = im.size
     if w >= h:
         size = (max(r, round(w * r / h)), r)

@@ -42,10 +42,16 @@ _PALETTES: dict[str, dict[str, tuple[float, float, float]]] = {
     },
     "night": {
         "zenith": (0.010, 0.018, 0.060), "horizon": (0.090, 0.140, 0.290),
-        "haze": (0.100, 0.150, 0.290), "sun": (0.92, 0.94, 1.00),
+        "haze": (0.060, 0.090, 0.190), "sun": (0.92, 0.94, 1.00),
         "land_near": (0.012, 0.016, 0.035), "land_far": (0.040, 0.055, 0.110),
         "cloud_lit": (0.20, 0.23, 0.34), "cloud_shade": (0.05, 0.06, 0.11),
         "water": (0.015, 0.025, 0.060), "snow": (0.20, 0.23, 0.33),
+    },
+    "golden": {
+        "zenith": (0.30, 0.46, 0.72), "horizon": (0.98, 0.84, 0.62), "haze": (0.88, 0.79, 0.68),
+        "sun": (1.00, 0.88, 0.62), "land_near": (0.17, 0.20, 0.08), "land_far": (0.40, 0.36, 0.36),
+        "cloud_lit": (1.00, 0.90, 0.72), "cloud_shade": (0.56, 0.50, 0.54),
+        "water": (0.12, 0.18, 0.22), "snow": (1.00, 0.93, 0.82),
     },
     "mist": {
         "zenith": (0.56, 0.62, 0.68), "horizon": (0.84, 0.86, 0.86), "haze": (0.82, 0.85, 0.86),
@@ -54,7 +60,7 @@ _PALETTES: dict[str, dict[str, tuple[float, float, float]]] = {
         "water": (0.30, 0.36, 0.40), "snow": (0.92, 0.94, 0.96),
     },
 }
-_PALETTE_PROBS = {"day": 0.40, "dusk": 0.28, "night": 0.14, "mist": 0.18}
+_PALETTE_PROBS = {"day": 0.34, "golden": 0.14, "dusk": 0.22, "night": 0.14, "mist": 0.16}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,7 +228,7 @@ def scene_params(seed: int, period: float | None = None) -> LandscapeParams:
     n = int(rng.integers(3, 6))
     far_height = float(rng.uniform(0.14, 0.30))      # how far the farthest range rises
     near_top = (water_line - 0.02) if water else horizon + float(rng.uniform(0.08, 0.20))
-    snowy = rng.random() < (0.45 if palette in ("day", "mist", "night") else 0.2)
+    snowy = rng.random() < {"day": 0.45, "golden": 0.35, "mist": 0.45, "dusk": 0.2, "night": 0.0}[palette]
     layers = []
     for i in range(n):
         t = i / (n - 1)
@@ -241,6 +247,8 @@ def scene_params(seed: int, period: float | None = None) -> LandscapeParams:
 
     if palette == "dusk":
         sun_v = horizon - float(rng.uniform(0.02, 0.14))
+    elif palette == "golden":
+        sun_v = horizon - float(rng.uniform(0.08, 0.22))
     elif palette == "night":
         sun_v = float(rng.uniform(0.08, 0.32))       # the moon
     else:
@@ -301,9 +309,10 @@ def _render(p: LandscapeParams, height: int, x: np.ndarray, period: float | None
     t = np.clip(vv / p.horizon, 0.0, 1.0) ** 1.6
     img = _mix(c["zenith"], c["horizon"], t[..., None])            # [H, 1, 3]
     img = np.broadcast_to(img, (height, len(x), 3)).copy()
-    side = np.exp(-np.sqrt(du_sun**2 + 0.03**2) / (0.9 if p.palette == "dusk" else 0.6))
+    low_sun = {"dusk": 1.0, "golden": 0.6}.get(p.palette, 0.0)      # warm light along the horizon
+    side = np.exp(-np.sqrt(du_sun**2 + 0.03**2) / (0.6 + 0.3 * low_sun))
     horizon_glow = side * np.exp(-np.clip(p.horizon - vv, 0, None) / 0.18)
-    img += (0.45 if p.palette == "dusk" else 0.12) * horizon_glow[..., None] * c["sun"]
+    img += (0.12 + 0.33 * low_sun) * horizon_glow[..., None] * c["sun"]
 
     if night:  # stars: sparse hashed pixels, dimmer near the horizon
         xs = np.mod(x, int(round(period * height))) if period is not None else x
@@ -319,26 +328,30 @@ def _render(p: LandscapeParams, height: int, x: np.ndarray, period: float | None
     if p.palette == "mist":
         glow *= 0.6
     img += glow[..., None] * c["sun"] * (1.0 - 0.5 * t[..., None])
-    img = _mix(img, np.maximum(c["sun"], 0.9 if not night else 0.8), disc[..., None])
+    np.minimum(img, 1.0, out=img)  # saturate here: the disc and its reflection must not be darker
+    disc_col = np.minimum(c["sun"] * 1.25 + 0.1, 1.0) * (0.85 if night else 1.0)
+    img = _mix(img, disc_col, disc[..., None])
 
     # Clouds: 2D fBm in a "cloud plane" coordinate that compresses towards the horizon.
-    if p.cloud_cover > 0.02:
-        depth_v = 0.35 / np.clip(p.horizon - v, 0.02, None)           # [H]
+    rc = min(height, int(math.ceil((p.horizon - 0.03) * height)))    # rows that can hold cloud
+    if p.cloud_cover > 0.02 and rc > 0:
+        vc, vvc, tc = v[:rc], vv[:rc], t[:rc]
+        depth_v = 0.35 / np.clip(p.horizon - vc, 0.02, None)          # [h]
         n = fbm_2d(u, depth_v, _key(k, 21), 1.6, 0.9, 5, gain=0.55, period=period)
         n_below = fbm_2d(u, depth_v * 1.04 + 0.05, _key(k, 21), 1.6, 0.9, 3, gain=0.55, period=period)
         thresh = 0.55 - 0.75 * p.cloud_cover + 0.04 * depth_v[:, None]   # far clouds: sparser
-        dens = _smoothstep(thresh, thresh + 0.35, n) * _smoothstep(p.horizon - 0.03, p.horizon - 0.25, vv)
+        dens = _smoothstep(thresh, thresh + 0.35, n) * _smoothstep(p.horizon - 0.03, p.horizon - 0.25, vvc)
         dens *= 0.92
         lit = np.clip(0.55 + 3.0 * (n - n_below), 0.0, 1.0)
         ccol = _mix(c["cloud_shade"], c["cloud_lit"], lit[..., None])
-        rim = np.exp(-dist_sun / 0.18) * (1.0 - dens) * 4.0 * dens   # silver lining near the sun
+        rim = np.exp(-dist_sun[:rc] / 0.18) * (1.0 - dens) * 4.0 * dens  # silver lining near the sun
         ccol = ccol + (0.5 * rim)[..., None] * c["sun"]
         # Far clouds dissolve into the horizon haze.
-        ccol = _mix(ccol, c["horizon"], (0.6 * t)[..., None])
-        img = _mix(img, ccol, dens[..., None])
+        ccol = _mix(ccol, c["horizon"], (0.6 * tc)[..., None])
+        img[:rc] = _mix(img[:rc], ccol, dens[..., None])
 
     # Mountain ranges, far to near, each faded toward the haze (atmospheric perspective).
-    haze = c["haze"] + (0.35 if p.palette == "dusk" else 0.15) * side[0][:, None] * c["sun"]  # [W, 3]
+    haze = c["haze"] + (0.15 + 0.2 * low_sun) * side[0][:, None] * c["sun"]  # [W, 3]
     # +1 where the sun is to the right, -1 to the left; smooth through the sun and, in a loop,
     # through the point opposite it, so the shading has no seams.
     toward_sun = -np.tanh(du_sun[0] / 0.2)                          # [W]
@@ -389,26 +402,27 @@ def _render(p: LandscapeParams, height: int, x: np.ndarray, period: float | None
     # Lake: mirror the scene above the water line, rippled, darkened and tinted.
     if p.water_line is not None:
         wl = p.water_line
-        wet = vv[:, 0] > wl
-        if wet.any():
-            dv = np.clip(v - wl, 0, None)                             # depth below the water line
+        rw = int(np.searchsorted(v, wl, side="right"))                 # first row under water
+        if rw < height:
+            dv = v[rw:] - wl                                          # [h] depth below the line
             ripple = fbm_2d(u, dv, _key(k, 31), 6.0, 1.0, 3, period=period)
             ripple_y = 1.0 / (dv + 0.02)                              # perspective: far = fine
             streak = fbm_2d(u, ripple_y, _key(k, 33), 1.0, 3.0, 3, period=period)
-            src_v = wl - dv[:, None] + 0.02 * dv[:, None] * ripple   # [H, W]
+            src_v = wl - dv[:, None] + 0.02 * dv[:, None] * ripple   # [h, W]
             src_y = np.clip(np.round(src_v * height - 0.5).astype(np.int64), 0, height - 1)
             shift = np.round(0.03 * height * dv[:, None] * streak).astype(np.int64)
             src_x = np.clip(np.arange(len(x))[None, :] + shift, 0, len(x) - 1)
-            refl = img[src_y, src_x]                                  # [H, W, 3]
-            fres = np.clip(0.25 + 1.3 * dv, 0, 0.85)[:, None, None]
+            refl = img[src_y, src_x]                                  # [h, W, 3]
+            dvf = dv.astype(np.float32)
+            fres = np.clip(0.25 + 1.3 * dvf, 0, 0.85)[:, None, None]
             water = _mix(refl * 0.8, c["water"], fres) * (1.0 + 0.08 * streak[..., None])
             # Glitter path under the sun.
-            path = np.exp(-((du_sun / (0.05 + 0.5 * dv[:, None])) ** 2))
+            path = np.exp(-((du_sun / (0.05 + 0.5 * dvf[:, None])) ** 2))
             glint = np.clip(streak * 2.5 - 0.6, 0, 1) * path * (0.25 if night else 0.6)
             water += glint[..., None] * c["sun"]
             # Thin bright line where the far shore meets the water.
-            water += (0.06 * np.exp(-dv / (1.5 * px)))[:, None, None] * c["haze"]
-            img = np.where(wet[:, None, None], water, img)
+            water += (0.06 * np.exp(-dvf / (1.5 * px)))[:, None, None] * c["haze"]
+            img[rw:] = water
 
     # Film grain (+-1 code value) against banding in the smooth gradients.
     xs = np.mod(x, int(round(period * height))) if period is not None else x

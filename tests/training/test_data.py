@@ -224,3 +224,15 @@ def test_synthetic_source(tmp_path):
     stamp = os.stat(npy).st_mtime_ns
     prepare_dataset("synthetic:5", R, cache_dir=tmp_path)
     assert os.stat(npy).st_mtime_ns == stamp
+
+
+def test_embedded_srgb_profile_keeps_colours(tmp_path):
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    src = tmp_path / "icc"
+    src.mkdir()
+    Image.fromarray(_pattern(R, R, seed=6)).save(src / "tagged.png", icc_profile=srgb)
+    ds = prepare_dataset(src, R, cache_dir=tmp_path / "cache")
+    diff = ds[0].int() - torch.from_numpy(_pattern(R, R, seed=6).transpose(2, 0, 1)).int()
+    assert diff.abs().max() <= 1
