@@ -124,11 +124,11 @@ class _Context:
             self._cols[res] = _ColumnStyles(self.cfg, res, self.pos, self.device)
         return self._cols[res]
 
-    def coords(self, res: int, basis: Tensor, use_cosine: bool) -> Tensor:
+    def coords(self, block: int, res: int, basis: Tensor, use_cosine: bool) -> Tensor:
         """Coordinate features of every patch at resolution `res`: [B, D, res, res // grid_size].
 
         x is relative to the window, as the official `generate_shifted_coords` computes it.
-        Features depend on the patch position only, so they are cached per position.
+        Features depend on the block and the patch position only, so they are cached per position.
         """
         cfg, pos = self.cfg, self.pos
         pw = res // cfg.grid_size
@@ -136,7 +136,7 @@ class _Context:
         out = []
         for lb, slot in zip(pos.left_border.tolist(), pos.slot.tolist()):
             fold = pos.canonical and (lb + slot) * pw >= w_dist
-            key = (res, basis.shape[0], lb, slot, fold, use_cosine, self.dtype, str(self.device))
+            key = (block, lb, slot, fold, self.dtype, str(self.device))
             feats = self.cache.get(key)
             if feats is None:
                 shift = (lb * pw - w_dist) / w_dist * cfg.w_coord_dist + 1.0
@@ -230,7 +230,7 @@ class GridInput(nn.Module):
         pw = 4 // ctx.cfg.grid_size
         x = self.input_column[None, :, :, None].expand(b, -1, -1, pw)  # [B, C, 4, pw]
         x = x * ctx.column_styles(4)(styles)
-        return torch.cat([x, ctx.coords(4, self.basis, True).to(x.dtype)], dim=1)
+        return torch.cat([x, ctx.coords(4, 4, self.basis, True).to(x.dtype)], dim=1)
 
 
 class SynthesisBlock(nn.Module):
@@ -260,7 +260,7 @@ class SynthesisBlock(nn.Module):
         if self.res == 4:
             x = self.input(ws3[:, 0], ctx).to(ctx.dtype)
         else:
-            coords = ctx.coords(x.shape[2], self.basis, self.use_cosine).to(x.dtype)
+            coords = ctx.coords(self.res, x.shape[2], self.basis, self.use_cosine).to(x.dtype)
             x = self.conv0(torch.cat([x, coords], dim=1), ws3[:, 0], ctx)
         x = self.conv1(x, ws3[:, 1], ctx)
         y = self.torgb(x, ws3[:, 2], ctx).to(torch.float32)
