@@ -1,0 +1,167 @@
+"""Generator speed and panorama memory, printed as a table.
+
+    python bench/bench_generator.py                  # 256 and 1024 frames, float32 and bfloat16
+    python bench/bench_generator.py --sizes 256 --dtypes float32 --repeats 5
+    python bench/bench_generator.py --memory         # peak memory of streamed panoramas 4k/16k/64k px
+
+Frames use random weights (every parameter randomised), noise "const", batch 1, the paper's
+geometry: 256 px with channel_base 16384, 1024 px with channel_base 32768 (LHQ1024).
+Ratios are against this machine's matmul peak, measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+import alis_core  # noqa: E402
+from alis_core import Generator, GeneratorConfig  # noqa: E402
+from alis_core.layers import logarithmic_basis  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GEOMETRY = {256: 16384, 512: 32768, 1024: 32768}
+
+
+def model_flops(cfg: GeneratorConfig) -> float:
+    """Multiply-adds x 2 of every convolution of one frame (transposed convs at input size)."""
+    total = 0
+    for res in cfg.block_resolutions:
+        c = cfg.channels(res)
+        if res == 4:
+            total += 2 * (c + 8) * c * 9 * 16
+        else:
+            nb = 2 * logarithmic_basis(res, cfg.coord_dims[str(res)]).shape[0]
+            total += 2 * (cfg.channels(res // 2) + nb) * c * 9 * (res // 2) ** 2
+            total += 2 * c * c * 9 * res * res
+        total += 2 * c * 3 * res * res
+    return float(total)
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * n ** 3 / min(times)
+
+
+def random_generator(res: int, seed: int = 0) -> Generator:
+    from conftest import randomize
+    cfg = GeneratorConfig(img_resolution=res, channel_base=GEOMETRY[res], z_dim=512, w_dim=512)
+    return randomize(Generator(cfg), seed).eval().requires_grad_(False)
+
+
+def time_frames(G: Generator, dtype: torch.dtype, repeats: int) -> tuple[float, float]:
+    G.compute_dtype = dtype
+    w = alis_core.sample_anchors(G, 3, seed=0)
+    lb = torch.tensor([1])
+    with torch.inference_mode():
+        ref = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const").float()
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            out = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
+            times.append(time.perf_counter() - t)
+        G.compute_dtype = torch.float32
+        ref32 = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
+    err = float((out.float() - ref32).abs().max() / ref32.abs().max())
+    return statistics.median(times), err
+
+
+def time_panorama(G: Generator, dtype: torch.dtype, anchors: int, batch: int) -> float:
+    G.compute_dtype = dtype
+    w = alis_core.sample_anchors(G, anchors, seed=0)
+    with torch.inference_mode():
+        alis_core.panorama(G, w[:2], batch_size=batch)  # warm-up
+        t = time.perf_counter()
+        pano = alis_core.panorama(G, w, wrap=True, batch_size=batch, noise_mode="const")
+        dt = time.perf_counter() - t
+    G.compute_dtype = torch.float32
+    return dt / (pano.shape[2] / G.img_resolution)  # seconds per frame-equivalent
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def memory_child(width: int, res: int) -> None:
+    """Run in a subprocess: stream a panorama of `width` px and report the peak RSS."""
+    from conftest import randomize
+    G = randomize(Generator(GeneratorConfig.tiny(img_resolution=res, channel_base=4096, channel_max=128)), 0).eval()
+    k = width // G.anchor_spacing
+    w = alis_core.sample_anchors(G, k, seed=0)
+    n = 0
+    with torch.inference_mode():
+        for tile in alis_core.iter_panorama(G, w, wrap=True, batch_size=8):
+            n += tile.shape[2]  # a real caller writes the tile to disk here
+    print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="256,1024")
+    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--panorama", action="store_true", help="also time whole wrapped panoramas")
+    ap.add_argument("--memory", action="store_true", help="peak memory of streamed panoramas")
+    ap.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.memory_child:
+        memory_child(*a.memory_child)
+        return
+
+    threads = torch.get_num_threads()
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {threads}")
+    peaks = {name: matmul_peak(DTYPES[name]) for name in ("float32", "bfloat16")}
+    print(f"matmul peak (2048^3): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
+          f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
+    print()
+    print("| frame | dtype | s/frame | MP/s | GFLOP/s | % fp32 peak | % bf16 peak | rel. err vs fp32 |")
+    print("|---|---|---|---|---|---|---|---|")
+    for res in [int(s) for s in a.sizes.split(",")]:
+        G = random_generator(res)
+        flops = model_flops(G.config)
+        for name in a.dtypes.split(","):
+            t, err = time_frames(G, DTYPES[name], a.repeats)
+            gf = flops / t / 1e9
+            print(f"| {res}x{res} ({flops / 1e9:.0f} GFLOP) | {name} | {t:.3f} | {res * res / t / 1e6:.2f} | "
+                  f"{gf:.0f} | {100 * flops / t / peaks['float32']:.0f}% | {100 * flops / t / peaks['bfloat16']:.0f}% | "
+                  f"{err:.1e} |", flush=True)
+            if a.panorama:
+                tp = time_panorama(G, DTYPES[name], anchors=3, batch=4)
+                print(f"| {res} panorama (wrap, 3 anchors, batch 4) | {name} | {tp:.3f} per frame | "
+                      f"{res * res / tp / 1e6:.2f} | {flops / tp / 1e9:.0f} | | | |", flush=True)
+    if a.memory:
+        print()
+        print("| panorama width | frame | peak RSS (MiB) |")
+        print("|---|---|---|")
+        for width in (4096, 16384, 65536):
+            r = subprocess.run([sys.executable, __file__, "--memory-child", str(width), "128"],
+                               capture_output=True, text=True, check=True)
+            n, rss = r.stdout.split()
+            print(f"| {int(n)} px | 128 px | {float(rss):.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
