@@ -400,6 +400,6 @@ def generate_in_process(
         strip = alis_core.panorama(G, anchors, wrap=params.wrap, progress=progress, seed=params.seed)  # [3, H, W]
         eq = projection.strip_to_equirect(
             image.to_unit(strip), horizon=params.horizon, strip_scale=params.strip_scale, cap_blur=params.cap_blur,
-        )  # [3, W / 2, W] in [0, 1], sRGB-encoded
+        ).clamp(0, 1)  # [3, W / 2, W] in [0, 1], sRGB-encoded (as the CLI's --equirect)
         linear = image.chw_to_hwc(image.srgb_to_linear(eq.float().cpu()))  # [W / 2, W, 3]
     return np.maximum(pixels.resize_equirect(linear.numpy(), params.width), 0.0)

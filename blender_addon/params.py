@@ -38,7 +38,7 @@ class SkyParams:
     wrap: bool = True
     horizon: float = 0.5
     strip_scale: float = 1.0
-    cap_blur: float = 0.5
+    cap_blur: float = 2.0  # = alis_core.projection.strip_to_equirect default (the CLI has no flag for it yet)
     rotation: float = 0.0
     strength: float = 1.0
 
@@ -75,7 +75,7 @@ class SkyParams:
         )
 
     def file_name(self, ext: str = ".exr") -> str:
-        """File name for the generated equirect, e.g. 'alis_sky_s0_k8_psi0.70_2048_wrap_h0.50_x1.00_b0.50.exr'."""
+        """File name for the generated equirect, e.g. 'alis_sky_s0_k8_psi0.70_2048_wrap_h0.50_x1.00_b2.00.exr'."""
         if not ext.startswith("."):
             ext = "." + ext
         return self.file_stem() + ext.lower()

@@ -40,7 +40,7 @@ class ALIS_WorldSettings(bpy.types.PropertyGroup):
         "the sky and ground fills cover the rest of the sphere",
     )
     cap_blur: bpy.props.FloatProperty(
-        name="Fill Blur", default=0.5, min=0.0, max=10.0,
+        name="Fill Blur", default=2.0, min=0.0, max=10.0,
         description="How fast the sky and ground fills blur away from the landscape strip",
     )
     rotation: bpy.props.FloatProperty(

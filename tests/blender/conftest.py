@@ -66,14 +66,15 @@ def fresh_world(bpy, alis_extension):
     bpy.data.worlds.remove(world)
 
 
+
 @pytest.fixture(scope="session")
-def tiny_checkpoint(tmp_path_factory):
-    """A random tiny generator saved with alis_core.save_generator (seconds to run)."""
+def sky_checkpoint(tmp_path_factory):
+    """A tiny random generator (default init, seeded) whose skies change visibly with the seed, saved to disk."""
     alis_core = pytest.importorskip("alis_core")
     import torch
 
     torch.manual_seed(0)
     G = alis_core.Generator(alis_core.GeneratorConfig.tiny()).eval()
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    path = tmp_path_factory.mktemp("ckpt") / "tiny_sky.safetensors"
     alis_core.save_generator(G, path)
     return str(path)

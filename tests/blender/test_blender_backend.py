@@ -40,7 +40,7 @@ def test_params_reject_bad_values_naming_them(change, word):
 
 def test_file_name_names_pixel_settings_only():
     a = SkyParams(seed=7, anchors=5, psi=0.5, width=1024)
-    assert a.file_name() == "alis_sky_s7_k5_psi0.50_1024_wrap_h0.50_x1.00_b0.50.exr"
+    assert a.file_name() == "alis_sky_s7_k5_psi0.50_1024_wrap_h0.50_x1.00_b2.00.exr"
     assert a.file_name("hdr").endswith(".hdr")
     # rotation and strength are applied by nodes: same pixels, same file
     assert SkyParams(seed=7, anchors=5, psi=0.5, width=1024, rotation=1.0, strength=3.0).file_name() == a.file_name()

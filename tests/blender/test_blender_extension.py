@@ -71,9 +71,9 @@ def test_new_seed_changes_the_seed(bpy, fresh_world):
     assert len(seeds) > 1
 
 
-def test_generate_in_process_wires_the_world_and_reuses_nodes(bpy, addon_prefs, fresh_world, tiny_checkpoint):
+def test_generate_in_process_wires_the_world_and_reuses_nodes(bpy, addon_prefs, fresh_world, sky_checkpoint):
     addon_prefs.backend = "IN_PROCESS"
-    addon_prefs.checkpoint = tiny_checkpoint
+    addon_prefs.checkpoint = sky_checkpoint
     addon_prefs.device = "cpu"
     tree = fresh_world.node_tree
     user_node = tree.nodes.new("ShaderNodeRGB")  # the user's own node must survive
@@ -107,9 +107,9 @@ def test_generate_in_process_wires_the_world_and_reuses_nodes(bpy, addon_prefs, 
     assert tuple(nodes["ALIS Mapping"].inputs["Rotation"].default_value)[2] == pytest.approx(0.25)
 
 
-def test_generate_saves_into_the_output_folder(bpy, addon_prefs, fresh_world, tiny_checkpoint, tmp_path):
+def test_generate_saves_into_the_output_folder(bpy, addon_prefs, fresh_world, sky_checkpoint, tmp_path):
     addon_prefs.backend = "IN_PROCESS"
-    addon_prefs.checkpoint = tiny_checkpoint
+    addon_prefs.checkpoint = sky_checkpoint
     addon_prefs.output_dir = str(tmp_path)
     fresh_world.alis_sky.anchors, fresh_world.alis_sky.resolution = 2, 64
     assert bpy.ops.alis.generate_world() == {"FINISHED"}
@@ -137,11 +137,11 @@ def _cli_has(flag):
 
 
 @pytest.mark.skipif(not _cli_has("--progress-format"), reason="alis CLI without --progress-format lines")
-def test_generate_through_the_cli_subprocess(bpy, addon_prefs, fresh_world, tiny_checkpoint, tmp_path, monkeypatch):
+def test_generate_through_the_cli_subprocess(bpy, alis_extension, addon_prefs, fresh_world, sky_checkpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     addon_prefs.backend = "SUBPROCESS"
     addon_prefs.python_path = sys.executable
-    addon_prefs.checkpoint = tiny_checkpoint
+    addon_prefs.checkpoint = sky_checkpoint
     addon_prefs.device = "cpu"
     addon_prefs.output_dir = str(tmp_path)
     s = fresh_world.alis_sky
@@ -150,7 +150,14 @@ def test_generate_through_the_cli_subprocess(bpy, addon_prefs, fresh_world, tiny
     nodes = assert_sky_wiring(fresh_world, 0.0)
     image = nodes["ALIS Environment"].image
     assert tuple(image.size) == (128, 64) and image.is_float
-    assert list(tmp_path.glob("alis_sky_*"))  # the CLI wrote its file into the output folder
+    assert list(tmp_path.glob("alis_sky_*.hdr"))  # the CLI wrote its file into the output folder
+    # the CLI and the in-process backend make the same sky (up to Radiance HDR's ~1% precision)
+    backend = _module(alis_extension, "backend")
+    expected = backend.generate_in_process(s.to_params(), checkpoint=str(sky_checkpoint), device="cpu")
+    got = np.array(image.pixels[:], np.float32).reshape(64, 128, 4)[::-1, :, :3]
+    # RGBE shares one 8-bit exponent per pixel: the error scales with the pixel's brightest channel
+    tolerance = 0.02 * expected.max(axis=2, keepdims=True) + 1e-3
+    assert (np.abs(got - expected) <= tolerance).all()
 
 
 def _band_sky(width=64):
