@@ -128,6 +128,9 @@ class ALIS_OT_generate_world(bpy.types.Operator):
     def invoke(self, context, event):
         if bpy.app.background or context.window is None:
             return self.execute(context)
+        return self._start_modal(context)
+
+    def _start_modal(self, context) -> set[str]:
         try:
             self._job = self._start(context)
         except (backend.BackendError, ValueError) as ex:

@@ -44,8 +44,8 @@ class ALIS_AddonPreferences(bpy.types.AddonPreferences):
     backend: bpy.props.EnumProperty(name="Backend", items=_BACKEND_ITEMS, default="AUTO")
     python_path: bpy.props.StringProperty(
         name="Backend Python",
-        description="Python executable that has this project installed (pip install alis-panoramas); "
-        "runs `python -m alis_core generate` outside Blender",
+        description="Python executable that has the alis-panoramas project installed; "
+        "it runs `python -m alis_core generate` outside Blender",
         subtype="FILE_PATH",
         default="",
     )
@@ -95,9 +95,10 @@ def draw_backend_help(layout, problem: str) -> None:
     """Explain how to get a backend (used by the preferences and the World panel)."""
     layout.label(text=problem, icon="ERROR")
     col = layout.column(align=True)
-    col.label(text="To generate skies, install the project into a separate Python:")
-    col.label(text="  python -m venv alis-env && alis-env/bin/pip install alis-panoramas")
-    col.label(text="then set Backend Python to alis-env/bin/python (Windows: alis-env\\Scripts\\python.exe).")
+    col.label(text="To generate skies, install the alis-panoramas project into a separate Python:")
+    col.label(text="  python -m venv alis-env")
+    col.label(text="  alis-env/bin/pip install <alis-panoramas folder>   (Windows: alis-env\\Scripts\\pip)")
+    col.label(text="then set Backend Python to alis-env/bin/python and press the check button.")
     col.label(text="See docs/BLENDER.md in the project for details.")
 
 

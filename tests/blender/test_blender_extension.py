@@ -9,6 +9,7 @@ import pathlib
 import subprocess
 import sys
 import textwrap
+import types
 
 import numpy as np
 import pytest
@@ -277,3 +278,185 @@ def test_registers_without_torch_and_explains_the_backend(bpy, extension_zip, tm
     assert "PROBLEM: torch is not installed in Blender's Python" in out.stdout
     assert "Backend Python" in out.stdout.split("PROBLEM:")[1]
     assert "REPORT:" in out.stdout and "Backend Python" in out.stdout.split("REPORT:")[1]
+
+
+class FakeLayout:
+    """Records what a draw() function asks for; checks each property and operator exists (no UI in background mode)."""
+
+    def __init__(self, bpy, calls):
+        self._bpy, self.calls = bpy, calls
+        self.enabled = self.active = True
+
+    def _child(self, *args, **kwargs):
+        child = FakeLayout(self._bpy, self.calls)
+        self.calls.append(("layout", child))
+        return child
+
+    row = column = box = _child
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties, f"no property {name!r}"
+        self.calls.append(("prop", name, self))
+
+    def operator(self, idname, **kwargs):
+        group, name = idname.split(".")
+        assert hasattr(getattr(self._bpy.ops, group), name), f"no operator {idname}"
+        self.calls.append(("operator", idname, self))
+        return types.SimpleNamespace()
+
+    def label(self, text="", **kwargs):
+        self.calls.append(("label", text, self))
+
+    def progress(self, factor=0.0, text="", **kwargs):
+        self.calls.append(("progress", text, self))
+
+
+class _Proxy:
+    """An object whose `layout` is ours and whose other attributes come from `target` (an RNA struct)."""
+
+    def __init__(self, target, layout):
+        self.__dict__.update(_target=target, layout=layout)
+
+    def __getattr__(self, name):
+        return getattr(self._target, name)
+
+
+def _draw(bpy, cls, owner, context):
+    calls = []
+    cls.draw(_Proxy(owner, FakeLayout(bpy, calls)), context)
+    return calls
+
+
+def _texts(calls):
+    return " ".join(c[1] for c in calls if c[0] in ("label", "progress"))
+
+
+def test_world_panel_draws_every_control_and_explains_a_missing_backend(bpy, addon_prefs, fresh_world):
+    context = types.SimpleNamespace(
+        world=fresh_world, window_manager=bpy.context.window_manager, preferences=bpy.context.preferences,
+    )
+    panel = bpy.types.WORLD_PT_alis_sky
+    addon_prefs.backend = "SUBPROCESS"
+    addon_prefs.python_path = ""
+    calls = _draw(bpy, panel, None, context)
+    props = {c[1] for c in calls if c[0] == "prop"}
+    assert {"seed", "anchors", "psi", "resolution", "wrap", "horizon", "strip_scale", "cap_blur", "rotation"} <= props
+    ops = {c[1]: c[2] for c in calls if c[0] == "operator"}
+    assert {"alis.generate_world", "alis.new_seed", "alis.save_image", "preferences.addon_show"} <= set(ops)
+    assert not ops["alis.generate_world"].enabled  # no backend: Generate is greyed out ...
+    assert "Backend Python" in _texts(calls) and "pip install" in _texts(calls)  # ... and the panel says why
+
+    addon_prefs.backend = "IN_PROCESS"  # importable in the test environment
+    status = bpy.context.window_manager.alis_sky_status
+    status.running, status.progress, status.text = True, 0.5, "Generating 4/8"
+    try:
+        calls = _draw(bpy, panel, None, context)
+    finally:
+        status.running, status.text = False, ""
+    assert ("progress", "Generating 4/8") in [(c[0], c[1]) for c in calls]
+    assert "preferences.addon_show" not in {c[1] for c in calls if c[0] == "operator"}
+    assert "Esc" in _texts(calls)
+
+
+def test_preferences_draw_every_setting(bpy, addon_prefs):
+    calls = _draw(bpy, type(addon_prefs), addon_prefs, bpy.context)
+    props = {c[1] for c in calls if c[0] == "prop"}
+    assert {"backend", "python_path", "checkpoint", "device", "output_dir"} <= props
+    assert "alis.check_backend" in {c[1] for c in calls if c[0] == "operator"}
+
+
+class FakeWindowManager:
+    """Stands in for the window manager of an interactive session (timers, modal handlers, progress)."""
+
+    def __init__(self, status):
+        self.alis_sky_status = status
+        self.windows = []
+        self.log = []
+
+    def event_timer_add(self, step, window=None):
+        self.log.append("timer_add")
+        return "timer"
+
+    def event_timer_remove(self, timer):
+        self.log.append("timer_remove")
+
+    def modal_handler_add(self, operator):
+        self.log.append("modal_handler")
+
+    def progress_begin(self, low, high):
+        self.log.append("progress_begin")
+
+    def progress_update(self, value):
+        self.log.append(value)
+
+    def progress_end(self):
+        self.log.append("progress_end")
+
+
+def _interactive(bpy):
+    """(operator stand-in, context) to drive the Generate operator's modal path without a UI."""
+    cls = bpy.types.ALIS_OT_generate_world
+    methods = {k: v for k, v in vars(cls).items() if isinstance(v, types.FunctionType)}
+    op = type("GenerateStandIn", (), methods)()
+    op.reports = []
+    op.report = lambda level, message: op.reports.append((set(level), message))
+    status = bpy.context.window_manager.alis_sky_status
+    workspace = types.SimpleNamespace(texts=[])
+    workspace.status_text_set = workspace.texts.append
+    context = types.SimpleNamespace(
+        scene=bpy.context.scene, preferences=bpy.context.preferences, window=object(),
+        window_manager=FakeWindowManager(status), workspace=workspace,
+    )
+    return op, context
+
+
+def _pump(op, context, event_type="TIMER", timeout=60.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = op.modal(context, types.SimpleNamespace(type=event_type, value="NOTHING"))
+        if result != {"PASS_THROUGH"}:
+            return result
+        time.sleep(0.02)
+    raise AssertionError("the modal operator never finished")
+
+
+def test_modal_generate_keeps_the_ui_free_and_shows_progress(bpy, addon_prefs, fresh_world, sky_checkpoint):
+    addon_prefs.backend = "IN_PROCESS"
+    addon_prefs.checkpoint = sky_checkpoint
+    fresh_world.alis_sky.anchors, fresh_world.alis_sky.resolution = 3, 64
+    op, context = _interactive(bpy)
+    status = context.window_manager.alis_sky_status
+
+    assert op._start_modal(context) == {"RUNNING_MODAL"}
+    assert status.running and context.workspace.texts[-1].startswith("ALIS sky")
+    assert op.modal(context, types.SimpleNamespace(type="MOUSEMOVE", value="NOTHING")) == {"PASS_THROUGH"}
+    assert _pump(op, context) == {"FINISHED"}
+
+    log = context.window_manager.log
+    assert log[:3] == ["timer_add", "modal_handler", "progress_begin"]
+    assert log[-2:] == ["timer_remove", "progress_end"]
+    fractions = [v for v in log if isinstance(v, float)]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert not status.running and status.text == "Done" and context.workspace.texts[-1] is None
+    assert_sky_wiring(fresh_world, 0.0)
+
+
+def test_modal_generate_cancels_with_esc(bpy, addon_prefs, fresh_world, tmp_path):
+    if os.name != "posix":
+        pytest.skip("the stand-in backend is a shell script")
+    # a stand-in backend Python that reports progress slowly and never writes a file
+    slow = tmp_path / "slow_python"
+    slow.write_text('#!/bin/sh\nfor i in 1 2 3 4 5 6 7 8 9 10; do echo "progress $i/10" >&2; sleep 1; done\n')
+    slow.chmod(0o755)
+    addon_prefs.backend = "SUBPROCESS"
+    addon_prefs.python_path = str(slow)
+    op, context = _interactive(bpy)
+    assert op._start_modal(context) == {"RUNNING_MODAL"}
+    assert op.modal(context, types.SimpleNamespace(type="ESC", value="PRESS")) == {"RUNNING_MODAL"}
+    assert _pump(op, context, timeout=10) == {"CANCELLED"}
+    assert op._job.state == "CANCELLED" and op._job._proc.poll() is not None
+    assert not context.window_manager.alis_sky_status.running
+    assert "ALIS Environment" not in fresh_world.node_tree.nodes
+    assert any("cancelled" in message for _, message in op.reports)
