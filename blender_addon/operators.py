@@ -66,12 +66,10 @@ class ALIS_OT_generate_world(bpy.types.Operator):
         self._output_dir = prefs.output_dir
         self._temp_dir = None
         if kind == "SUBPROCESS":
-            folder = bpy.path.abspath(prefs.output_dir) if prefs.output_dir else ""
-            if folder:
-                os.makedirs(folder, exist_ok=True)
-            else:
-                folder = self._temp_dir = tempfile.mkdtemp(prefix="alis_sky_", dir=bpy.app.tempdir or None)
-            out = os.path.join(folder, p.file_name(prefs.file_format))
+            # The CLI writes into a temporary folder; _apply then packs the image or saves the
+            # final EXR into the output folder, the same as for the in-process backend.
+            self._temp_dir = tempfile.mkdtemp(prefix="alis_sky_", dir=bpy.app.tempdir or None)
+            out = os.path.join(self._temp_dir, p.file_name(prefs.file_format))
             argv = backend.build_generate_command(
                 bpy.path.abspath(prefs.python_path), p, out, checkpoint=checkpoint, device=prefs.device,
             )

@@ -177,15 +177,9 @@ def image_from_file(path: str, name: str = IMAGE_NAME) -> bpy.types.Image:
 
 
 def store_image(image: bpy.types.Image, output_dir: str, file_name: str) -> str | None:
-    """Keep the image with the .blend: saved as EXR into output_dir (returned), or packed when output_dir is ''.
-
-    A file-backed image already inside output_dir is left where it is.
-    """
+    """Keep the image with the .blend: saved as EXR into output_dir (returned), or packed when output_dir is ''."""
     if output_dir:
         folder = bpy.path.abspath(output_dir)
-        current = bpy.path.abspath(image.filepath) if image.source == "FILE" else ""
-        if current and os.path.isfile(current) and os.path.dirname(os.path.abspath(current)) == os.path.abspath(folder):
-            return current
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, file_name)
         image.filepath_raw = path

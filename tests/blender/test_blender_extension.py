@@ -138,24 +138,35 @@ def _cli_has(flag):
 
 
 @pytest.mark.skipif(not _cli_has("--progress-format"), reason="alis CLI without --progress-format lines")
-def test_generate_through_the_cli_subprocess(bpy, alis_extension, addon_prefs, fresh_world, sky_checkpoint, tmp_path, monkeypatch):
+@pytest.mark.parametrize("resolution, to_folder", [(128, True), (256, True), (256, False)])
+def test_generate_through_the_cli_subprocess(
+    bpy, alis_extension, addon_prefs, fresh_world, sky_checkpoint, tmp_path, monkeypatch, resolution, to_folder,
+):
+    # 2 anchors of the tiny model make a 256 px loop: 256 keeps the CLI's file as it is, 128 resizes it
     monkeypatch.setenv("PYTHONPATH", str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     addon_prefs.backend = "SUBPROCESS"
     addon_prefs.python_path = sys.executable
     addon_prefs.checkpoint = sky_checkpoint
     addon_prefs.device = "cpu"
-    addon_prefs.output_dir = str(tmp_path)
+    out_dir = tmp_path / "skies"
+    addon_prefs.output_dir = str(out_dir) if to_folder else ""
     s = fresh_world.alis_sky
-    s.anchors, s.resolution = 2, 128
+    s.anchors, s.resolution = 2, resolution
     assert bpy.ops.alis.generate_world() == {"FINISHED"}
     nodes = assert_sky_wiring(fresh_world, 0.0)
     image = nodes["ALIS Environment"].image
-    assert tuple(image.size) == (128, 64) and image.is_float
-    assert list(tmp_path.glob("alis_sky_*.hdr"))  # the CLI wrote its file into the output folder
+    assert tuple(image.size) == (resolution, resolution // 2) and image.is_float
+    if to_folder:
+        name = s.to_params().file_name(".exr")
+        assert [f.name for f in out_dir.iterdir()] == [name]
+        assert image.filepath == str(out_dir / name) and image.packed_file is None
+    else:
+        assert image.packed_file is not None and not out_dir.exists()
+    image.reload()  # read back from the file or the packed data: the CLI's temporary file is gone
+    got = np.array(image.pixels[:], np.float32).reshape(resolution // 2, resolution, 4)[::-1, :, :3]
     # the CLI and the in-process backend make the same sky (up to Radiance HDR's ~1% precision)
     backend = _module(alis_extension, "backend")
     expected = backend.generate_in_process(s.to_params(), checkpoint=str(sky_checkpoint), device="cpu")
-    got = np.array(image.pixels[:], np.float32).reshape(64, 128, 4)[::-1, :, :3]
     # RGBE shares one 8-bit exponent per pixel: the error scales with the pixel's brightest channel
     tolerance = 0.02 * expected.max(axis=2, keepdims=True) + 1e-3
     assert (np.abs(got - expected) <= tolerance).all()
