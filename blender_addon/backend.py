@@ -20,7 +20,6 @@ import logging
 import os
 import re
 import subprocess
-import sys
 import threading
 from typing import Callable
 

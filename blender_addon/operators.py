@@ -3,8 +3,6 @@
 The operators stay thin: backend.py runs the generator off the main thread, world.py touches
 the datablocks. Only the main thread touches bpy data; the job hands back a file path or pixels.
 """
-from __future__ import annotations
-
 import functools
 import os
 import random
@@ -42,7 +40,7 @@ class ALIS_OT_generate_world(bpy.types.Operator):
     bl_label = "Generate Sky"
     bl_options = {"REGISTER"}
 
-    _job: backend.Job | None = None
+    _job = None  # backend.Job while the modal operator runs
     _timer = None
 
     @classmethod
@@ -68,11 +66,12 @@ class ALIS_OT_generate_world(bpy.types.Operator):
         if kind == "SUBPROCESS":
             # The CLI writes into a temporary folder; _apply then packs the image or saves the
             # final EXR into the output folder, the same as for the in-process backend.
+            python = bpy.path.abspath(prefs.python_path)
+            name = p.file_name(prefs.file_format)
+            backend.build_generate_command(python, p, name, checkpoint=checkpoint, device=prefs.device)  # validates
             self._temp_dir = tempfile.mkdtemp(prefix="alis_sky_", dir=bpy.app.tempdir or None)
-            out = os.path.join(self._temp_dir, p.file_name(prefs.file_format))
-            argv = backend.build_generate_command(
-                bpy.path.abspath(prefs.python_path), p, out, checkpoint=checkpoint, device=prefs.device,
-            )
+            out = os.path.join(self._temp_dir, name)
+            argv = backend.build_generate_command(python, p, out, checkpoint=checkpoint, device=prefs.device)
             return backend.SubprocessJob(argv, out)
         return backend.InProcessJob(
             functools.partial(backend.generate_in_process, p, checkpoint=checkpoint, device=prefs.device)
@@ -104,7 +103,8 @@ class ALIS_OT_generate_world(bpy.types.Operator):
             if job.state == backend.CANCELLED:
                 self.report({"WARNING"}, "ALIS sky: cancelled")
                 return {"CANCELLED"}
-            self.report({"ERROR"}, f"ALIS sky: {job.error}")
+            hint = " (set Checkpoint in the ALIS Sky preferences)" if "--checkpoint" in job.error else ""
+            self.report({"ERROR"}, f"ALIS sky: {job.error}{hint}")
             return {"CANCELLED"}
         finally:
             if self._temp_dir:
@@ -199,7 +199,8 @@ class ALIS_OT_save_image(bpy.types.Operator, ExportHelper):
 
     @classmethod
     def poll(cls, context):
-        return context.scene is not None and context.scene.world is not None and world.sky_image(context.scene.world)
+        return context.scene is not None and context.scene.world is not None \
+            and world.sky_image(context.scene.world) is not None
 
     def invoke(self, context, event):
         if not self.filepath:

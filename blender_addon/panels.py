@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import world
+from . import backend, world
 from .preferences import backend_problem, draw_backend_help, get_preferences
 
 
@@ -26,6 +26,8 @@ class WORLD_PT_alis_sky(bpy.types.Panel):
 
         prefs = get_preferences(context)
         problem = backend_problem(prefs) if prefs is not None else None
+        external = prefs is not None and problem is None and backend.choose_backend(
+            prefs.backend, bpy.path.abspath(prefs.python_path)) == "SUBPROCESS"
         if problem is not None:
             box = layout.box()
             draw_backend_help(box, problem)
@@ -37,7 +39,9 @@ class WORLD_PT_alis_sky(bpy.types.Panel):
         layout.prop(settings, "anchors")
         layout.prop(settings, "psi")
         layout.prop(settings, "resolution")
-        layout.prop(settings, "wrap")
+        row = layout.row()
+        row.active = not external  # the CLI's --equirect always wraps
+        row.prop(settings, "wrap")
         col = layout.column(heading="Sky/Ground Fill")
         col.prop(settings, "horizon")
         col.prop(settings, "strip_scale")

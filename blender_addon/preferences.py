@@ -1,6 +1,4 @@
 """Extension preferences: backend, checkpoint, device, output folder."""
-from __future__ import annotations
-
 import bpy
 
 from . import backend

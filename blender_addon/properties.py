@@ -1,6 +1,4 @@
 """Per-world sky settings (World.alis_sky) and per-session status (WindowManager.alis_sky_status)."""
-from __future__ import annotations
-
 import math
 
 import bpy

@@ -8,7 +8,6 @@ import sys
 import tomllib
 import zipfile
 
-import pytest
 
 from blender_addon import build
 
