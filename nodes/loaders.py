@@ -52,12 +52,20 @@ class AlisModel:
         """Move the generator to `device` for one run and back to `offload_device` after it."""
         moved = self.device != self.offload_device
         if moved:
-            self.generator.to(self.device)
+            with _normal_tensors():
+                self.generator.to(self.device)
         try:
             yield self.generator
         finally:
             if moved:
-                self.generator.to(self.offload_device)
+                with _normal_tensors():
+                    self.generator.to(self.offload_device)
+
+
+def _normal_tensors():
+    """ComfyUI runs nodes under torch.inference_mode(); weights made there would be inference
+    tensors, which lack the version counters alis_core's weight cache reads. Make them normal."""
+    return torch.inference_mode(False)
 
 
 # One AlisModel per (file, dtype, devices) while anything (ComfyUI's node cache) still holds it:
@@ -120,7 +128,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         if model is not None:
             return model
         try:
-            generator = alis_core.load_generator(path, device=offload_device, dtype=DTYPES[dtype])
+            with _normal_tensors():
+                generator = alis_core.load_generator(path, device=offload_device, dtype=DTYPES[dtype])
         except AlisError as e:
             raise input_error(NODE, "ckpt_name", f"{e}") from e
         except Exception as e:  # a truncated or foreign file can fail inside torch/safetensors/pickle

@@ -35,7 +35,7 @@ def _input(p: Param, options: dict[str, list[str]]) -> io.Input:
     common = dict(tooltip=p.tooltip, optional=p.optional)
     if p.type == "INT":
         return io.Int.Input(p.name, default=p.default, min=p.min, max=p.max, step=p.step,
-                            control_after_generate=p.control_after_generate or None, **common)
+                            control_after_generate=p.control_after_generate, **common)
     if p.type == "FLOAT":
         return io.Float.Input(p.name, default=p.default, min=p.min, max=p.max, step=p.step, **common)
     if p.type == "BOOLEAN":

@@ -126,6 +126,17 @@ def test_load_checkpoint_lists_loads_and_reuses(G, tmp_path):
     assert all(torch.equal(sd1[k], sd0[k]) for k in sd0)
 
 
+def test_model_loaded_under_inference_mode_generates(G, tmp_path):
+    # ComfyUI executes every node inside torch.inference_mode().
+    alis_core.save_generator(G, tmp_path / "tiny.safetensors")
+    with torch.inference_mode():
+        model = loaders.load_checkpoint(tmp_path / "tiny.safetensors", device="cpu")
+        img = panorama.make_panorama(model, anchors.make_anchors(model, 0, 2), batch_size=4)
+    with torch.no_grad():
+        again = panorama.make_panorama(model, anchors.make_anchors(model, 0, 2), batch_size=4)
+    assert torch.equal(img, again)
+
+
 def test_load_official_pkl_fixture():
     pkl = REPO / "tests" / "fixtures" / "official_tiny64.pkl"
     model = loaders.load_checkpoint(pkl, device="cpu")
