@@ -14,14 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import GeneratorConfig
 from .errors import AlisError
-from .layers import (FullyConnected, bias_act, conv3x3_up2, coord_features, logarithmic_basis,
-                     normalize_2nd_moment, upsample2d)
+from .layers import (LRELU_ALPHA, LRELU_GAIN, FullyConnected, conv_transpose3x3_up2, coord_features,
+                     logarithmic_basis, normalize_2nd_moment, upsample2d)
 
 NOISE_MODES = ("none", "const", "random")
+CHANNELS_LAST = torch.channels_last
 
 
 class MappingNetwork(nn.Module):
@@ -114,9 +116,11 @@ class _Context:
     """Everything a forward pass shares across layers: positions, per-resolution column styles."""
 
     def __init__(self, cfg: GeneratorConfig, pos: PatchPositions, device, dtype, noise_mode: str,
-                 generator: torch.Generator | None, cache: "_FeatureCache"):
+                 generator: torch.Generator | None, cache: "_FeatureCache", fast: bool = False):
         self.cfg, self.pos, self.device, self.dtype, self.cache = cfg, pos, device, dtype, cache
         self.noise_mode, self.generator = noise_mode, generator
+        self.inplace = not torch.is_grad_enabled()  # inference: overwrite activations nobody needs
+        self.fast = fast or dtype != torch.float32
         self._cols: dict[int, _ColumnStyles] = {}
 
     def column_styles(self, res: int) -> _ColumnStyles:
@@ -177,22 +181,54 @@ class SynthesisLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.randn([resolution, resolution]))
+        self._prepared: tuple | None = None
+
+    def prepared_weights(self, dtype, fast: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(weight, bias, demod) ready for `dtype`; cached while the weights are frozen.
+
+        ALIS demodulates with the weights alone (styles vary along x, so they cannot fold in).
+        In fast mode, demodulation and the leaky-ReLU gain (the activation is positively
+        homogeneous) fold into the weights, saving two passes over every activation; exact mode
+        keeps the official order of operations so that it matches official outputs to 1e-4.
+        """
+        key = (dtype, fast, self.weight._version, self.bias._version, self.weight.device)
+        if self._prepared is not None and self._prepared[0] == key:
+            return self._prepared[1]
+        demod = (self.weight.square().sum(dim=[1, 2, 3]) + 1e-8).rsqrt()
+        if not fast:
+            w, b, d = self.weight, self.bias, demod.reshape(1, -1, 1, 1)
+        else:
+            w, b, d = self.weight * (demod * LRELU_GAIN).reshape(-1, 1, 1, 1), self.bias * LRELU_GAIN, None
+        if self.up == 2:
+            w = w.transpose(0, 1)  # [I, O, 3, 3] for the transposed convolution
+        out = (w.to(dtype), b.to(dtype), d)
+        if not (self.weight.requires_grad and torch.is_grad_enabled()):
+            self._prepared = (key, tuple(t.detach() if t is not None else None for t in out))
+        return out
 
     def forward(self, x: Tensor, w3: Tensor, ctx: _Context) -> Tensor:
-        """x [B, I, h, pw], w3 [B, 3, w_dim] -> [B, O, h * up, pw * up]."""
+        """x [B, I, h, pw], w3 [B, 3, w_dim] -> [B, O, h * up, pw * up]. Overwrites x when
+        gradients are off (x is never needed again)."""
         styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], 3, -1)
-        x = x * ctx.column_styles(x.shape[2]).__call__(styles).to(x.dtype)
-        weight = self.weight.to(x.dtype)
-        # ALIS demodulates with the weights alone: styles vary along x, so they cannot fold in.
-        demod = (self.weight.square().sum(dim=[1, 2, 3]) + 1e-8).rsqrt().to(x.dtype)
-        if self.up == 2:
-            x = conv3x3_up2(x, weight)
-        else:
-            x = torch.nn.functional.conv2d(x, weight, padding=1)
+        mod = ctx.column_styles(x.shape[2])(styles).to(x.dtype)
+        ip = ctx.inplace
+        x = x.mul_(mod) if ip else x * mod
+        weight, bias, demod = self.prepared_weights(x.dtype, ctx.fast)
+        x = conv_transpose3x3_up2(x, weight) if self.up == 2 else F.conv2d(x, weight, padding=1)
         noise = ctx.noise(self, x.shape)
-        demod = demod.reshape(1, -1, 1, 1)
-        x = x * demod if noise is None else torch.addcmul(noise, x, demod)
-        return bias_act(x, self.bias, "lrelu", clamp=self.conv_clamp)
+        b = bias.reshape(1, -1, 1, 1)
+        if demod is not None:  # float32: (x * demod + noise + b) -> lrelu -> * gain -> clamp
+            x = torch.addcmul(noise, x, demod) if noise is not None else (x.mul_(demod) if ip else x * demod)
+            x = x.add_(b) if ip else x + b
+            x = F.leaky_relu_(x, LRELU_ALPHA).mul_(LRELU_GAIN) if ip else F.leaky_relu(x, LRELU_ALPHA) * LRELU_GAIN
+        else:  # demod and gain are in the weights
+            x = x.add_(b) if ip else x + b
+            if noise is not None:
+                x = x.add_(noise, alpha=LRELU_GAIN) if ip else x + noise * LRELU_GAIN
+            x = F.leaky_relu_(x, LRELU_ALPHA) if ip else F.leaky_relu(x, LRELU_ALPHA)
+        if self.conv_clamp is None:
+            return x
+        return x.clamp_(-self.conv_clamp, self.conv_clamp) if ip else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class ToRGB(nn.Module):
@@ -208,9 +244,11 @@ class ToRGB(nn.Module):
 
     def forward(self, x: Tensor, w3: Tensor, ctx: _Context) -> Tensor:
         styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], 3, -1) * self.weight_gain
-        x = x * ctx.column_styles(x.shape[2])(styles).to(x.dtype)
-        x = torch.nn.functional.conv2d(x, self.weight.to(x.dtype))
-        return bias_act(x, self.bias, "linear", clamp=self.conv_clamp)
+        x = x * ctx.column_styles(x.shape[2])(styles).to(x.dtype)  # x is still needed by the next block
+        x = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+        if self.conv_clamp is None:
+            return x
+        return x.clamp_(-self.conv_clamp, self.conv_clamp) if ctx.inplace else x.clamp(-self.conv_clamp, self.conv_clamp)
 
 
 class GridInput(nn.Module):
@@ -257,11 +295,16 @@ class SynthesisBlock(nn.Module):
 
     def forward(self, x: Tensor | None, img: Tensor | None, ws3: Tensor, ctx: _Context):
         """ws3 [B, 3 layers, 3 anchors, w_dim] -> (x, img)."""
+        layout = CHANNELS_LAST if ctx.fast else torch.contiguous_format  # NHWC: fastest convolutions
         if self.res == 4:
-            x = self.input(ws3[:, 0], ctx).to(ctx.dtype)
+            x = self.input(ws3[:, 0], ctx).to(ctx.dtype).contiguous(memory_format=layout)
         else:
             coords = ctx.coords(self.res, x.shape[2], self.basis, self.use_cosine).to(x.dtype)
-            x = self.conv0(torch.cat([x, coords], dim=1), ws3[:, 0], ctx)
+            b, c, h, w = x.shape
+            xc = torch.empty([b, c + coords.shape[1], h, w], dtype=x.dtype, device=x.device, memory_format=layout)
+            xc[:, :c] = x
+            xc[:, c:] = coords
+            x = self.conv0(xc, ws3[:, 0], ctx)
         x = self.conv1(x, ws3[:, 1], ctx)
         y = self.torgb(x, ws3[:, 2], ctx).to(torch.float32)
         img = y if img is None else upsample2d(img) + y
@@ -286,13 +329,13 @@ class SynthesisNetwork(nn.Module):
         self.feature_cache = _FeatureCache()
 
     def forward(self, ws3: Tensor, pos: PatchPositions, noise_mode: str = "none",
-                generator: torch.Generator | None = None, dtype=torch.float32) -> Tensor:
+                generator: torch.Generator | None = None, dtype=torch.float32, fast: bool = False) -> Tensor:
         """ws3 [B, num_ws, 3, w_dim] (left/centre/right anchors per layer) -> patches [B, C, H, Wp]."""
         if noise_mode not in NOISE_MODES:
             raise AlisError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if pos.canonical and not self.periodic:
             pos = PatchPositions(pos.left_border, pos.slot, canonical=False)
-        ctx = _Context(self.cfg, pos, ws3.device, dtype, noise_mode, generator, self.feature_cache)
+        ctx = _Context(self.cfg, pos, ws3.device, dtype, noise_mode, generator, self.feature_cache, fast)
         x = img = None
         for i, res in enumerate(self.cfg.block_resolutions):
             x, img = getattr(self, f"b{res}")(x, img, ws3[:, 2 * i: 2 * i + 3], ctx)
@@ -309,6 +352,9 @@ class Generator(nn.Module):
         self.mapping = MappingNetwork(cfg)
         self.synthesis = SynthesisNetwork(cfg)
         self.compute_dtype = torch.float32
+        # fast: NHWC activations and folded weights (about 1e-6 relative from exact); exact: the
+        # official order of operations, matching official outputs to 1e-4. Reduced dtypes are fast.
+        self.fast = False
 
     @property
     def img_resolution(self) -> int:
@@ -364,7 +410,7 @@ class Generator(nn.Module):
         lb = (self.synthesis.max_shift_strength.cpu() * lb).to(torch.int64).numpy()
         ws3 = torch.stack([wl, wc, wr], dim=2).repeat_interleave(g, dim=0)  # [N*g, num_ws, 3, w_dim]
         pos = PatchPositions(np.repeat(lb, g), np.tile(np.arange(g), n))
-        patches = self.synthesis(ws3, pos, noise_mode, generator, self.compute_dtype)  # [N*g, C, H, pw]
+        patches = self.synthesis(ws3, pos, noise_mode, generator, self.compute_dtype, self.fast)  # [N*g, C, H, pw]
         c, h, pw = patches.shape[1:]
         return patches.reshape(n, g, c, h, pw).permute(0, 2, 3, 1, 4).reshape(n, c, h, g * pw)
 
@@ -376,4 +422,4 @@ class Generator(nn.Module):
             ws3 = ws3.unsqueeze(1).expand(-1, self.num_ws, -1, -1)
         pos = PatchPositions(np.asarray(left_border, dtype=np.int64).reshape(-1),
                              np.asarray(slot, dtype=np.int64).reshape(-1), canonical=canonical)
-        return self.synthesis(ws3, pos, noise_mode, generator, self.compute_dtype)
+        return self.synthesis(ws3, pos, noise_mode, generator, self.compute_dtype, self.fast)

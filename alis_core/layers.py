@@ -60,12 +60,13 @@ def upsample2d(x: Tensor) -> Tensor:
     return F.conv_transpose2d(x, _filter_2d(c, 4.0, x.dtype, x.device), stride=2, padding=1, groups=c)
 
 
-def conv3x3_up2(x: Tensor, weight: Tensor) -> Tensor:
+def conv_transpose3x3_up2(x: Tensor, weight_t: Tensor) -> Tensor:
     """3x3 convolution on the 2x upsampled input, as StyleGAN2's conv2d_resample(up=2) computes it:
-    a stride-2 transposed convolution followed by the [1,3,3,1] low-pass filter (pad 1, gain 4)."""
-    x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)  # [B, O, 2h+1, 2w+1]
+    a stride-2 transposed convolution (weight_t [I, O, 3, 3]) followed by the [1,3,3,1] low-pass
+    filter (pad 1, gain 4). [B, I, h, w] -> [B, O, 2h, 2w]."""
+    x = F.conv_transpose2d(x, weight_t, stride=2)  # [B, O, 2h+1, 2w+1]
     c = x.shape[1]
-    return F.conv2d(F.pad(x, [1, 1, 1, 1]), _filter_2d(c, 4.0, x.dtype, x.device), groups=c)
+    return F.conv2d(x, _filter_2d(c, 4.0, x.dtype, x.device), padding=1, groups=c)
 
 
 def downsample2d(x: Tensor, pad: tuple[int, int]) -> Tensor:

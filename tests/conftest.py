@@ -18,6 +18,8 @@ def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     with torch.no_grad():
         for name, p in module.named_parameters():
             scale = 1.0 if name.endswith(("weight", "input_column")) else 0.1
+            if name.startswith("mapping.") and name.endswith("weight"):
+                scale = 1.0 / getattr(module, "config").mapping_lr_multiplier  # weights run scaled by lr_mul
             p.copy_(torch.randn(p.shape, generator=g) * scale)
         for name, b in module.named_buffers():
             if name.endswith(("noise_const", "w_avg")):
