@@ -97,11 +97,16 @@ def _add_generate(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
     p.add_argument("--batch-size", type=int, default=8, help="patches per forward pass (default 8)")
+    p.add_argument("--exact", action="store_true",
+                   help="float32 in the official order of operations (slower; for parity checks)")
     p.add_argument("--out", default=None, help="panorama strip PNG (default panorama.png if nothing else is asked)")
     p.add_argument("--bits", type=int, default=8, help="bits per channel of PNG outputs: 8 or 16")
     p.add_argument("--equirect", default=None, help="equirectangular skybox: .png, .exr or .hdr (implies --wrap)")
     p.add_argument("--horizon", type=float, default=0.5, help="equirect row of the horizon, 0 = top, 1 = bottom")
     p.add_argument("--cubemap", default=None, help="folder for six cube faces + a cross layout (implies --wrap)")
+    p.add_argument("--strip-scale", type=float, default=1.0,
+                   help="vertical stretch of the strip in the equirect (1 = square pixels)")
+    p.add_argument("--cap-blur", type=float, default=None, help="how fast the sky/ground fill blurs (default 2)")
     p.add_argument("--face-size", type=int, default=None, help="cube face size (default: equirect height / 2)")
     p.add_argument("--tiles", default=None, help="folder to stream the panorama into as tiles + index.json")
     p.add_argument("--progress-format", default="bar", choices=["bar", "lines", "none"],
@@ -140,7 +145,7 @@ def cmd_generate(a) -> int:
         if path:
             _check_writable(Path(path), what)
     device = resolve_device(a.device)
-    G = load_generator(a.checkpoint, device=device, dtype=DTYPES[a.dtype])
+    G = load_generator(a.checkpoint, device=device, dtype=DTYPES[a.dtype], fast=not a.exact)
     spacing = G.anchor_spacing
 
     if a.seeds is not None:
@@ -178,7 +183,8 @@ def cmd_generate(a) -> int:
         print(f"seam score {score:.3f} (1 = the 360° seam looks like any patch boundary)", file=sys.stderr)
     if a.equirect or a.cubemap:
         from .projection import CUBE_FACE_FILES, cubemap_layout, equirect_to_cubemap, strip_to_equirect
-        eq = strip_to_equirect(strip01, horizon=a.horizon).clamp(0, 1)
+        extra = {} if a.cap_blur is None else {"cap_blur": a.cap_blur}
+        eq = strip_to_equirect(strip01, horizon=a.horizon, strip_scale=a.strip_scale, **extra).clamp(0, 1)
         if a.equirect:
             path = Path(a.equirect)
             if path.suffix.lower() == ".png":
