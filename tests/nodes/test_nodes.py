@@ -350,6 +350,27 @@ for cls in asyncio.run(extension.get_node_list()):
                 "inputs": {k: v[1] if len(v) > 1 else {} for k, v in info.input["required"].items()},
                 "outputs": info.output, "hidden": sorted(info.input.get("hidden", {}))})
 print("SCHEMAS" + json.dumps(out))
+
+# Progress and Cancel through ComfyUI's own hooks: the hook presses Cancel after the first batch.
+import torch, alis_core, comfy.utils, comfy.model_management as mm
+v3, loaders = sys.modules[spec.name + ".nodes.v3"], sys.modules[spec.name + ".nodes.loaders"]
+calls = []
+def hook(value, total, preview, node_id=None):
+    calls.append([value, total])
+    mm.interrupt_current_processing(True)
+torch.manual_seed(0)
+G = alis_core.Generator(alis_core.GeneratorConfig.tiny()).eval()
+model = loaders.AlisModel(G, "tiny", torch.device("cpu"), torch.device("cpu"))
+anchors = v3.ALISAnchors.execute(model=model, seed=0, num_anchors=3, psi=0.7, seeds="")[0]
+options = dict(wrap=True, width=-1, noise_mode="const", batch_size=2, noise_seed=0)
+full = v3.ALISPanorama.execute(model=model, anchors=anchors, **options)[0]
+comfy.utils.set_progress_bar_global_hook(hook)
+try:
+    v3.ALISPanorama.execute(model=model, anchors=anchors, **options)
+    cancelled = False
+except mm.InterruptProcessingException:
+    cancelled = True
+print("CANCEL" + json.dumps({"shape": list(full.shape), "calls": calls, "cancelled": cancelled}))
 """
 
 
@@ -368,12 +389,12 @@ def comfy_python_and_dir():
 
 
 @pytest.mark.comfyui
-def test_v3_schemas_match_the_specs(tmp_path):
+def test_v3_schemas_progress_and_cancel(tmp_path):
     python, cwd = comfy_python_and_dir()
     done = subprocess.run([python, "-c", SCHEMA_PROBE, str(REPO)], cwd=cwd or tmp_path, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    schemas = json.loads(done.stdout.split("SCHEMAS", 1)[1])
+    schemas = json.loads(done.stdout.split("SCHEMAS", 1)[1].split("CANCEL", 1)[0])
     assert [s["id"] for s in schemas] == [s.node_id for s in NODE_SPECS]
     for got, spec in zip(schemas, NODE_SPECS):
         assert got["category"] == spec.category and got["output_node"] == spec.output_node
@@ -384,3 +405,7 @@ def test_v3_schemas_match_the_specs(tmp_path):
     save = schemas[-1]
     assert save["hidden"] == ["extra_pnginfo", "prompt"]
     assert schemas[0]["inputs"]["ckpt_name"]["options"][0] == loaders.BUNDLED
+    cancel = json.loads(done.stdout.split("CANCEL", 1)[1])
+    assert cancel["shape"][0] == 1 and cancel["shape"][3] == 3
+    assert cancel["cancelled"], "Cancel did not stop ALIS Panorama"
+    assert len(cancel["calls"]) == 1 and cancel["calls"][0][0] < cancel["calls"][0][1]  # stopped mid-way
