@@ -107,11 +107,12 @@ def resolve_checkpoint(ckpt_name: str, folders: Sequence[str | os.PathLike]) -> 
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str = "float32",
-                    offload_device: str | torch.device | None = None) -> AlisModel:
+                    offload_device: str | torch.device | None = None, fast: bool = True) -> AlisModel:
     """Load a generator file once (later calls reuse it while it is alive); returns ALIS_MODEL.
 
     path: .safetensors or official .pkl (read by alis_core.load_generator without running pickled code).
     device: where generation runs; offload_device: where the weights rest (default: `device`).
+    fast: quicker float32 maths, about 1e-6 from the official order of operations.
     """
     if dtype not in DTYPES:
         raise input_error(NODE, "dtype", f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
@@ -122,14 +123,14 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         stat = path.stat()
     except OSError as e:
         raise input_error(NODE, "ckpt_name", f"cannot read {path.name} ({e.strerror}); pick another file") from e
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, dtype, str(device), str(offload_device))
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, dtype, fast, str(device), str(offload_device))
     with _cache_lock:
         model = _cache.get(key)
         if model is not None:
             return model
         try:
             with _normal_tensors():
-                generator = alis_core.load_generator(path, device=offload_device, dtype=DTYPES[dtype])
+                generator = alis_core.load_generator(path, device=offload_device, dtype=DTYPES[dtype], fast=fast)
         except AlisError as e:
             raise input_error(NODE, "ckpt_name", f"{e}") from e
         except Exception as e:  # a truncated or foreign file can fail inside torch/safetensors/pickle
@@ -142,11 +143,12 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         return model
 
 
-def load_named_checkpoint(ckpt_name: str, dtype: str = "float32", *, folders: Sequence[str | os.PathLike] = (),
+def load_named_checkpoint(ckpt_name: str, dtype: str = "float32", fast: bool = True, *,
+                          folders: Sequence[str | os.PathLike] = (),
                           device: str | torch.device = "cpu",
                           offload_device: str | torch.device | None = None) -> AlisModel:
     """Node function: resolve a combo entry under `folders` and load it."""
-    return load_checkpoint(resolve_checkpoint(ckpt_name, folders), device, dtype, offload_device)
+    return load_checkpoint(resolve_checkpoint(ckpt_name, folders), device, dtype, offload_device, fast)
 
 
 LOAD_CHECKPOINT = NodeSpec(
@@ -160,8 +162,11 @@ LOAD_CHECKPOINT = NodeSpec(
               tooltip="Generator file from models/alis/ (or an 'alis:' path in extra_model_paths.yaml); "
                       "'default (bundled)' is the checkpoint shipped with the pack."),
         Param("dtype", "COMBO", options=tuple(DTYPES), default="float32",
-              tooltip="Weight precision. float32 is exact and works everywhere; float16/bfloat16 halve "
-                      "memory on GPUs."),
+              tooltip="Compute precision (weights stay float32). float32 works everywhere; "
+                      "float16/bfloat16 are faster on GPUs."),
+        Param("fast", "BOOLEAN", default=True,
+              tooltip="Faster float32 maths (channels-last, folded weights), about 1e-6 from the official "
+                      "order of operations. Off: the exact official order. Reduced dtypes are always fast."),
     ),
     outputs=(Out("model", ALIS_MODEL, "The ALIS generator, on ComfyUI's device."),),
     extras=("folders", "device", "offload_device"),

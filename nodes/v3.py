@@ -88,9 +88,9 @@ class ALISLoadCheckpoint(io.ComfyNode):
         return schema_from_spec(loaders.LOAD_CHECKPOINT, alis_checkpoints=names)
 
     @classmethod
-    def execute(cls, ckpt_name, dtype) -> io.NodeOutput:
+    def execute(cls, ckpt_name, dtype, fast) -> io.NodeOutput:
         model = loaders.load_named_checkpoint(
-            ckpt_name, dtype, folders=folder_paths.get_folder_paths(MODEL_FOLDER),
+            ckpt_name, dtype, fast, folders=folder_paths.get_folder_paths(MODEL_FOLDER),
             device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
         return io.NodeOutput(model)
 

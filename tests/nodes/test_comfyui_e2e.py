@@ -131,7 +131,8 @@ def server(tmp_path_factory):
 def skybox_prompt(width=-1, prefix="ALIS/e2e"):
     """API format: checkpoint -> anchors -> 360° panorama -> equirect -> Save Skybox, plus previews."""
     return {
-        "1": {"class_type": "ALISLoadCheckpoint", "inputs": {"ckpt_name": "tiny64.safetensors", "dtype": "float32"}},
+        "1": {"class_type": "ALISLoadCheckpoint", "inputs": {"ckpt_name": "tiny64.safetensors", "dtype": "float32",
+                                                              "fast": True}},
         "2": {"class_type": "ALISAnchors", "inputs": {"model": ["1", 0], "seed": 5, "num_anchors": 4, "psi": 0.7,
                                                        "seeds": ""}},
         "3": {"class_type": "ALISPanorama", "inputs": {"model": ["1", 0], "anchors": ["2", 0], "wrap": True,
