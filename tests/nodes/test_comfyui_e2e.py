@@ -53,19 +53,25 @@ class Server:
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as r:
-                return json.loads(r.read())
+                data = r.read()
+                return json.loads(data) if data.strip() else {}
         except urllib.error.HTTPError as e:  # validation errors come back as 400 with JSON
             pytest.fail(f"POST {path} -> {e.code}: {e.read().decode()[:3000]}")
 
     def log_tail(self, n: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-n:]
 
-    def run(self, prompt: dict, workflow: dict | None = None) -> dict:
-        """Queue an API-format prompt and wait for its /history entry."""
+    def queue(self, prompt: dict, workflow: dict | None = None) -> str:
         body = {"prompt": prompt, "client_id": uuid.uuid4().hex}
         if workflow is not None:
             body["extra_data"] = {"extra_pnginfo": {"workflow": workflow}}
-        prompt_id = self.post("/prompt", body)["prompt_id"]
+        return self.post("/prompt", body)["prompt_id"]
+
+    def run(self, prompt: dict, workflow: dict | None = None) -> dict:
+        """Queue an API-format prompt and wait for its /history entry."""
+        return self.wait(self.queue(prompt, workflow))
+
+    def wait(self, prompt_id: str) -> dict:
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while time.monotonic() < deadline:
             entry = self.get(f"/history/{prompt_id}").get(prompt_id)
@@ -249,3 +255,24 @@ def test_bad_input_fails_naming_the_input(server):
     assert errors and errors[0]["node_type"] == "ALISPanorama"
     assert "input 'width'" in errors[0]["exception_message"]
     assert not (server.output_dir / "ALIS" / "bad_00001_.png").exists()
+
+
+def test_cancel_stops_a_long_panorama_promptly(server):
+    prompt = skybox_prompt()
+    prompt["2"]["inputs"]["num_anchors"] = 2000  # about a minute of patches, one per batch
+    prompt["3"]["inputs"]["batch_size"] = 1
+    prompt = {k: prompt[k] for k in ("1", "2", "3")}
+    prompt["4"] = {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}}
+    prompt_id = server.queue(prompt)
+    deadline = time.monotonic() + 60
+    while not any(item[1] == prompt_id for item in server.get("/queue")["queue_running"]):
+        assert time.monotonic() < deadline, "the prompt never started"
+        time.sleep(0.2)
+    time.sleep(3)  # well inside the panorama by now
+    server.post("/interrupt", {})
+    pressed = time.monotonic()
+    entry = server.wait(prompt_id)
+    assert time.monotonic() - pressed < 15, "Cancel took too long"
+    assert entry["status"]["status_str"] == "error"
+    kinds = [m[0] for m in entry["status"]["messages"]]
+    assert "execution_interrupted" in kinds, kinds
