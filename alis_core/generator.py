@@ -40,9 +40,10 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
 
     def forward(self, z: Tensor, truncation_psi: float = 1.0, update_w_avg: bool = False) -> Tensor:
-        x = normalize_2nd_moment(z.to(torch.float32))
-        for i in range(self.num_layers):
-            x = getattr(self, f"fc{i}")(x)
+        with torch.autocast(device_type=z.device.type, enabled=False):  # the mapping runs in float32
+            x = normalize_2nd_moment(z.to(torch.float32))
+            for i in range(self.num_layers):
+                x = getattr(self, f"fc{i}")(x)
         if update_w_avg:
             self.w_avg.copy_(x.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
         if truncation_psi != 1:
