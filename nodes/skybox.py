@@ -103,7 +103,8 @@ def save_skybox(image: torch.Tensor, filename_prefix: str = "ALIS/skybox", float
         raise input_error(SAVE_NODE, "float_format", f"unknown format '{float_format}'; "
                           f"choose one of {', '.join(FLOAT_FORMATS)}")
     if cubemap not in CUBEMAP_OUTPUTS:
-        raise input_error(SAVE_NODE, "cubemap", f"unknown choice '{cubemap}'; choose one of {', '.join(CUBEMAP_OUTPUTS)}")
+        raise input_error(SAVE_NODE, "cubemap", f"unknown choice '{cubemap}'; "
+                          f"choose one of {', '.join(CUBEMAP_OUTPUTS)}")
     size = face_size or default_face_size(image)
     if not 1 <= size <= MAX_FACE:
         raise input_error(SAVE_NODE, "face_size", f"got {face_size}; use 1..{MAX_FACE}, or 0 for width / 4")
