@@ -300,7 +300,7 @@ class Trainer:
         self.out = Path(out_dir)
         self.device = torch.device(device)
         self.dataset = dataset
-        self.data_source = data_source
+        self.data_source = data_source or str(getattr(dataset, "manifest", {}).get("source", ""))
         state = None
         if resume:
             state = load_state(self.out / STATE_NAME)
