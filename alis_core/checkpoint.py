@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -16,6 +14,7 @@ from .config import DiscriminatorConfig, GeneratorConfig
 from .discriminator import Discriminator
 from .errors import AlisError
 from .generator import Generator
+from .image import atomic_path
 from . import legacy
 
 log = logging.getLogger(__name__)
@@ -23,18 +22,6 @@ log = logging.getLogger(__name__)
 FORMAT_NAME = "alis-panoramas"
 FORMAT_VERSION = 1
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "models" / "default.safetensors"
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _export(module: torch.nn.Module, prefix: str, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
@@ -58,10 +45,8 @@ def save_generator(G: Generator, path: str | Path, D: Discriminator | None = Non
         tensors.update(_export(D, "D.", dtype))
         meta["discriminator_config"] = json.dumps(D.config.to_dict(), sort_keys=True)
     meta.update(metadata or {})
-    try:
-        _atomic_save(tensors, meta, path)
-    except OSError as e:
-        raise AlisError(f"cannot write checkpoint {path}: {e.strerror or e}") from None
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=meta)
     return path
 
 
