@@ -170,6 +170,12 @@ class _Context:
         return n * layer.noise_strength.to(self.dtype)
 
 
+def _version(t: Tensor) -> int:
+    """In-place update counter of a tensor; inference tensors (made under inference_mode, as in
+    ComfyUI) cannot change, so they have none."""
+    return 0 if t.is_inference() else t._version
+
+
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 convolution with SA-AdaIN styles, per patch, demodulated by weights only."""
 
@@ -192,7 +198,7 @@ class SynthesisLayer(nn.Module):
         homogeneous) fold into the weights, saving two passes over every activation; exact mode
         keeps the official order of operations so that it matches official outputs to 1e-4.
         """
-        key = (dtype, fast, self.weight._version, self.bias._version, self.weight.device)
+        key = (dtype, fast, _version(self.weight), _version(self.bias), self.weight.device)
         if self._prepared is not None and self._prepared[0] == key:
             return self._prepared[1]
         demod = (self.weight.square().sum(dim=[1, 2, 3]) + 1e-8).rsqrt()

@@ -180,3 +180,11 @@ def test_generator_is_differentiable(tiny_G):
     grads = {n: p.grad for n, p in G.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
     assert np.mean([float(g.abs().sum() > 0) for g in grads.values()]) == 1.0
+
+
+def test_weights_loaded_under_inference_mode(tiny_checkpoint):
+    """Hosts such as ComfyUI load and run models under torch.inference_mode()."""
+    with torch.inference_mode():
+        G = alis_core.load_generator(tiny_checkpoint, fast=True)
+        a = alis_core.sample_anchors(G, 2, seed=0)
+        assert torch.isfinite(alis_core.panorama(G, a)).all()
