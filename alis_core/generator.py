@@ -129,8 +129,8 @@ class _Context:
             self._cols[res] = _ColumnStyles(self.cfg, res, self.pos, self.device)
         return self._cols[res]
 
-    def coords(self, block: int, res: int, basis: Tensor, use_cosine: bool) -> Tensor:
-        """Coordinate features of every patch at resolution `res`: [B, D, res, res // grid_size].
+    def coords(self, block: int, res: int, basis: Tensor, use_cosine: bool) -> list[Tensor]:
+        """Coordinate features of every patch at resolution `res`: B tensors [D, res, res // grid_size].
 
         x is relative to the window, as the official `generate_shifted_coords` computes it.
         Features depend on the block and the patch position only, so they are cached per position.
@@ -154,7 +154,7 @@ class _Context:
                 feats = coord_features(basis, x[None], y, use_cosine)[0].to(self.device, self.dtype)
                 self.cache.put(key, feats)
             out.append(feats)
-        return torch.stack(out)
+        return out
 
     def noise(self, layer: "SynthesisLayer", shape) -> Tensor | None:
         if self.noise_mode == "none":
@@ -275,7 +275,7 @@ class GridInput(nn.Module):
         pw = 4 // ctx.cfg.grid_size
         x = self.input_column[None, :, :, None].expand(b, -1, -1, pw)  # [B, C, 4, pw]
         x = x * ctx.column_styles(4)(styles)
-        return torch.cat([x, ctx.coords(4, 4, self.basis, True).to(x.dtype)], dim=1)
+        return torch.cat([x, torch.stack(ctx.coords(4, 4, self.basis, True)).to(x.dtype)], dim=1)
 
 
 class SynthesisBlock(nn.Module):
@@ -306,11 +306,12 @@ class SynthesisBlock(nn.Module):
         if self.res == 4:
             x = self.input(ws3[:, 0], ctx).to(ctx.dtype).contiguous(memory_format=layout)
         else:
-            coords = ctx.coords(self.res, x.shape[2], self.basis, self.use_cosine).to(x.dtype)
+            coords = ctx.coords(self.res, x.shape[2], self.basis, self.use_cosine)
             b, c, h, w = x.shape
-            xc = torch.empty([b, c + coords.shape[1], h, w], dtype=x.dtype, device=x.device, memory_format=layout)
+            xc = torch.empty([b, c + coords[0].shape[0], h, w], dtype=x.dtype, device=x.device, memory_format=layout)
             xc[:, :c] = x
-            xc[:, c:] = coords
+            for i, feats in enumerate(coords):  # straight from the cache, no intermediate stack
+                xc[i, c:] = feats
             x = self.conv0(xc, ws3[:, 0], ctx)
         x = self.conv1(x, ws3[:, 1], ctx)
         y = self.torgb(x, ws3[:, 2], ctx).to(torch.float32)
