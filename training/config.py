@@ -32,6 +32,8 @@ class TrainConfig:
     grid_size: int = 2  # patches per frame
     w_coord_dist: float = 4.0
     mbstd_group_size: int = 4
+    g_kwargs: dict[str, Any] = field(default_factory=dict)  # other GeneratorConfig fields (e.g. from --init)
+    d_kwargs: dict[str, Any] = field(default_factory=dict)  # other DiscriminatorConfig fields
 
     # --- objective
     batch: int = 8  # global batch (all processes together)
@@ -97,16 +99,23 @@ class TrainConfig:
         self.discriminator_config()
 
     def generator_config(self) -> GeneratorConfig:
-        return GeneratorConfig(z_dim=self.z_dim, w_dim=self.w_dim, img_resolution=self.resolution,
-                               mapping_layers=self.mapping_layers, channel_base=self.channel_base,
-                               channel_max=self.channel_max, grid_size=self.grid_size,
-                               w_coord_dist=self.w_coord_dist)
+        kw = dict(self.g_kwargs)
+        kw.update(z_dim=self.z_dim, w_dim=self.w_dim, img_resolution=self.resolution,
+                  mapping_layers=self.mapping_layers, channel_base=self.channel_base,
+                  channel_max=self.channel_max, grid_size=self.grid_size, w_coord_dist=self.w_coord_dist)
+        try:
+            return GeneratorConfig(**kw)
+        except TypeError as e:
+            raise AlisError(f"training config: g_kwargs holds an unknown generator field ({e})") from None
 
     def discriminator_config(self) -> DiscriminatorConfig:
-        return DiscriminatorConfig(img_resolution=self.resolution,
-                                   channel_base=self.d_channel_base or self.channel_base,
-                                   channel_max=self.d_channel_max or self.channel_max,
-                                   mbstd_group_size=self.mbstd_group_size)
+        kw = dict(self.d_kwargs)
+        kw.update(img_resolution=self.resolution, channel_base=self.d_channel_base or self.channel_base,
+                  channel_max=self.d_channel_max or self.channel_max, mbstd_group_size=self.mbstd_group_size)
+        try:
+            return DiscriminatorConfig(**kw)
+        except TypeError as e:
+            raise AlisError(f"training config: d_kwargs holds an unknown discriminator field ({e})") from None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

@@ -253,41 +253,56 @@ def _autocast_factory(dtype_name: str, device: torch.device):
 
 
 def _build_models(cfg: TrainConfig, init: str | None, device: torch.device) -> tuple[Generator, Discriminator]:
+    """Fresh G and D from cfg (seeded); with `init`, their weights come from the checkpoint
+    (cfg must describe its geometry: see config_for_init)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        if init is not None:
-            G = alis_core.load_generator(init)
-            gcfg = cfg.generator_config()
-            if G.config.to_dict() != gcfg.to_dict():
-                log.info("fine-tuning: the model geometry comes from %s", init)
-            try:
-                D = alis_core.load_discriminator(init)
-                log.info("fine-tuning: D from %s", init)
-            except AlisError:
-                D = Discriminator(_d_config_for(cfg, G))
-                log.info("fine-tuning: %s holds no D; starting from a fresh one", init)
-            if D.config.img_resolution != G.img_resolution:
-                raise AlisError(f"{init}: D sees {D.config.img_resolution} px frames, G makes {G.img_resolution} px")
-            G = G.train().requires_grad_(True)
-            G.compute_dtype = torch.float32
+        G = Generator(cfg.generator_config())
+        D = Discriminator(cfg.discriminator_config())
+    if init is not None:
+        src = alis_core.load_generator(init)
+        if src.config.to_dict() != G.config.to_dict():
+            raise AlisError(f"--init {init}: its generator architecture differs from the training config; "
+                            "build the config with training.loop.config_for_init")
+        G.load_state_dict(src.state_dict())
+        try:
+            src_d = alis_core.load_discriminator(init)
+        except AlisError:
+            log.info("fine-tuning: G from %s; it holds no D, so D starts fresh", init)
         else:
-            G = Generator(cfg.generator_config())
-            D = Discriminator(cfg.discriminator_config())
+            if src_d.config.to_dict() != D.config.to_dict():
+                raise AlisError(f"--init {init}: its discriminator architecture differs from the training config")
+            D.load_state_dict(src_d.state_dict())
+            log.info("fine-tuning: G and D from %s", init)
     G.synthesis.max_shift_strength.zero_()  # ALIS: frames start at the window's left edge
     return G.to(device), D.to(device)
 
 
-def _d_config_for(cfg: TrainConfig, G: Generator):
-    return cfg.replace(resolution=G.img_resolution).discriminator_config()
+def _init_has_discriminator(init: str) -> bool:
+    try:
+        alis_core.load_discriminator(init)
+    except AlisError:
+        return False
+    return True
 
 
 def config_for_init(cfg: TrainConfig, init: str) -> TrainConfig:
-    """Take the model geometry from a checkpoint, keeping the optimisation settings of `cfg`."""
-    G = alis_core.load_generator(init)
-    c = G.config
-    return cfg.replace(resolution=c.img_resolution, z_dim=c.z_dim, w_dim=c.w_dim, mapping_layers=c.mapping_layers,
-                       channel_base=c.channel_base, channel_max=c.channel_max, grid_size=c.grid_size,
-                       w_coord_dist=c.w_coord_dist)
+    """Take G's (and D's, when the checkpoint has one) architecture from a checkpoint, keeping the
+    optimisation settings of `cfg`."""
+    c = alis_core.load_generator(init).config.to_dict()
+    mapped = dict(resolution=c.pop("img_resolution"), z_dim=c.pop("z_dim"), w_dim=c.pop("w_dim"),
+                  mapping_layers=c.pop("mapping_layers"), channel_base=c.pop("channel_base"),
+                  channel_max=c.pop("channel_max"), grid_size=c.pop("grid_size"),
+                  w_coord_dist=c.pop("w_coord_dist"))
+    d_fields: dict = {}
+    if _init_has_discriminator(init):
+        d = alis_core.load_discriminator(init).config.to_dict()
+        d.pop("img_resolution")
+        d_fields = dict(d_channel_base=d.pop("channel_base"), d_channel_max=d.pop("channel_max"),
+                        mbstd_group_size=d.pop("mbstd_group_size"), d_kwargs=d)
+    else:
+        d_fields = dict(d_channel_base=cfg.d_channel_base, d_channel_max=cfg.d_channel_max)
+    return cfg.replace(**mapped, g_kwargs=c, **d_fields)
 
 
 class Trainer:
