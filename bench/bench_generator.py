@@ -61,7 +61,7 @@ def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
 
 
 def random_generator(res: int, seed: int = 0) -> Generator:
-    from conftest import randomize
+    from alis_testing import randomize
     cfg = GeneratorConfig(img_resolution=res, channel_base=GEOMETRY[res], z_dim=512, w_dim=512)
     return randomize(Generator(cfg), seed).eval().requires_grad_(False)
 
@@ -71,7 +71,7 @@ def time_frames(G: Generator, dtype: torch.dtype, repeats: int) -> tuple[float, 
     w = alis_core.sample_anchors(G, 3, seed=0)
     lb = torch.tensor([1])
     with torch.inference_mode():
-        ref = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const").float()
+        G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")  # warm-up: prepared weights, feature cache
         times = []
         for _ in range(repeats):
             t = time.perf_counter()
@@ -107,7 +107,7 @@ def cpu_name() -> str:
 
 def memory_child(width: int, res: int) -> None:
     """Run in a subprocess: stream a panorama of `width` px and report the peak RSS."""
-    from conftest import randomize
+    from alis_testing import randomize
     G = randomize(Generator(GeneratorConfig.tiny(img_resolution=res, channel_base=4096, channel_max=128)), 0).eval()
     k = width // G.anchor_spacing
     w = alis_core.sample_anchors(G, k, seed=0)

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 import torch
-from conftest import FIXTURES
+from alis_testing import FIXTURES
 from safetensors.torch import save_file
 
 import alis_core

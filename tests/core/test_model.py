@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import FIXTURES, make_tiny
+from alis_testing import FIXTURES, make_tiny
 from safetensors import safe_open
 from safetensors.torch import load_file
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_tiny
+from alis_testing import make_tiny
 
 import alis_core
 from alis_core import AlisError
