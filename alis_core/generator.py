@@ -198,8 +198,9 @@ class SynthesisLayer(nn.Module):
         homogeneous) fold into the weights, saving two passes over every activation; exact mode
         keeps the official order of operations so that it matches official outputs to 1e-4.
         """
+        frozen = not (self.weight.requires_grad and torch.is_grad_enabled())
         key = (dtype, fast, _version(self.weight), _version(self.bias), self.weight.device)
-        if self._prepared is not None and self._prepared[0] == key:
+        if frozen and self._prepared is not None and self._prepared[0] == key:
             return self._prepared[1]
         demod = (self.weight.square().sum(dim=[1, 2, 3]) + 1e-8).rsqrt()
         if not fast:
@@ -209,7 +210,7 @@ class SynthesisLayer(nn.Module):
         if self.up == 2:
             w = w.transpose(0, 1)  # [I, O, 3, 3] for the transposed convolution
         out = (w.to(dtype), b.to(dtype), d)
-        if not (self.weight.requires_grad and torch.is_grad_enabled()):
+        if frozen:  # a training step needs the graph through the weights: never cache then
             self._prepared = (key, tuple(t.detach() if t is not None else None for t in out))
         return out
 

@@ -188,3 +188,14 @@ def test_weights_loaded_under_inference_mode(tiny_checkpoint):
         G = alis_core.load_generator(tiny_checkpoint, fast=True)
         a = alis_core.sample_anchors(G, 2, seed=0)
         assert torch.isfinite(alis_core.panorama(G, a)).all()
+
+
+def test_weights_get_gradients_after_a_frozen_pass():
+    """Training alternates phases: a pass with G frozen must not leave G's next step gradient-less."""
+    G = make_tiny(2)
+    w = G.map(torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(0)))
+    with torch.no_grad():
+        G.frame(w, w, w, torch.tensor([0]))  # frozen pass fills the prepared-weight cache
+    G.requires_grad_(True)
+    G.frame(w, w, w, torch.tensor([0])).square().mean().backward()
+    assert G.synthesis.b8.conv1.weight.grad is not None and G.synthesis.b8.conv1.weight.grad.abs().sum() > 0
