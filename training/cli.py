@@ -148,5 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted before training started", file=sys.stderr)
+        print("error: interrupted; the last state.pt written (if any) is intact, continue with --resume",
+              file=sys.stderr)
         return 130

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import logging
 import math
@@ -235,6 +236,17 @@ class TrainResult:
     out_dir: Path
 
 
+def derive_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for one random stream of a run ("init", "latents/0", "data/1", ...).
+
+    Streams must not reuse the user's seed directly: sample_anchors(G, K, seed=0) draws z from a
+    generator seeded 0, and a mapping network initialised from seed 0 would then have its first
+    weight rows equal to those z's, so panoramas from seed 0 would be degenerate forever.
+    """
+    digest = hashlib.sha256(f"alis-train/{int(seed)}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
 def _nimg(kimg: float) -> int:
     return int(round(kimg * 1000))
 
@@ -256,7 +268,7 @@ def _build_models(cfg: TrainConfig, init: str | None, device: torch.device) -> t
     """Fresh G and D from cfg (seeded); with `init`, their weights come from the checkpoint
     (cfg must describe its geometry: see config_for_init)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(derive_seed(cfg.seed, "init"))
         G = Generator(cfg.generator_config())
         D = Discriminator(cfg.discriminator_config())
     if init is not None:
@@ -355,9 +367,9 @@ class Trainer:
         self.scaler_G = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.scaler_D = torch.amp.GradScaler("cuda", enabled=use_scaler)
 
-        rank_seed = (cfg.seed * 1_000_003 + self.info.rank * 7919) % (2 ** 63)
-        self.gen = torch.Generator().manual_seed(rank_seed)  # latents, noise, left borders, mixing
-        self.data_gen = torch.Generator().manual_seed(rank_seed + 1)  # which real frames, flips
+        rank = self.info.rank  # latents, noise, left borders, mixing; which real frames, flips
+        self.gen = torch.Generator().manual_seed(derive_seed(cfg.seed, f"latents/{rank}"))
+        self.data_gen = torch.Generator().manual_seed(derive_seed(cfg.seed, f"data/{rank}"))
         self.cur_nimg = 0
         self.step = 0
         self.time_total = 0.0

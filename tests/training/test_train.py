@@ -219,3 +219,13 @@ def test_every_parameter_trains(tmp_path, data16):
     stuck = [k for k, v in trainer.G.named_parameters() if torch.equal(v, g1[k]) or torch.equal(v, g0[k])]
     assert not stuck
     assert not [k for k, v in trainer.D.named_parameters() if torch.equal(v, d0[k])]
+
+
+def test_fresh_model_is_not_aligned_with_sample_seeds(tmp_path, data16):
+    """The init seed is derived, so z from sample_anchors(seed=cfg.seed) is an ordinary latent."""
+    from alis_core.anchors import sample_latents
+
+    trainer = Trainer(preset("tiny", **SMALL, kimg=0.004), data16, tmp_path, progress=False)
+    with torch.no_grad():
+        norms = [trainer.G.mapping(sample_latents(32, 64, s)).norm(dim=1).mean() for s in range(4)]
+    assert max(norms) < 1.3 * min(norms), norms
