@@ -272,12 +272,6 @@ def cmd_convert(a) -> int:
     return 0
 
 
-def _add_delegated(sub, name: str, help_text: str, module: str) -> None:
-    p = sub.add_parser(name, help=help_text, add_help=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: _delegate(module, a.rest))
-
-
 def _delegate(module: str, argv: list[str]) -> int:
     import importlib
     try:
@@ -294,12 +288,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_info(sub)
     _add_convert(sub)
-    _add_delegated(sub, "train", "train or fine-tune a checkpoint (see docs/TRAINING.md)", "training.cli")
-    _add_delegated(sub, "eval", "measure SWD and infinite-SWD of a checkpoint", "training.cli_eval")
+    sub.add_parser("train", help="train or fine-tune a checkpoint (see docs/TRAINING.md)", add_help=False)
+    sub.add_parser("eval", help="measure SWD, infinite SWD and seam scores of a checkpoint", add_help=False)
     return parser
 
 
+DELEGATED = {"train": "training.cli", "eval": "training.cli_eval"}
+
+
 def run(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in DELEGATED:  # the trainer parses its own options
+        return _delegate(DELEGATED[argv[0]], argv[1:])
     parser = build_parser()
     a = parser.parse_args(argv)
     if not getattr(a, "func", None):

@@ -101,3 +101,12 @@ def test_module_entry_point_exit_code(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: checkpoint not found") and "Traceback" not in r.stderr
+
+
+def test_train_and_eval_are_delegated(capsys):
+    with pytest.raises(SystemExit) as e:
+        run_cli("train", "--help")
+    assert e.value.code == 0 and "--preset" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        run_cli("train", "--data", "synthetic", "--preset", "nope", "--out", "x")
+    assert e.value.code == 2 and "nope" in capsys.readouterr().err
