@@ -33,18 +33,6 @@ class FakeBatch:
     ws_center: Tensor  # [N, num_ws, w_dim]
 
 
-def drop_frozen_weight_cache(G: Generator) -> None:
-    """Forget weights that synthesis layers prepared while G was frozen (D phase, samples).
-
-    alis_core caches detached, prepared weights keyed by the weights' version; the next G phase
-    sees the same version and would get the detached copy, so conv weights would receive no
-    gradient. Clearing before every G phase keeps the cache's inference speed-up elsewhere.
-    """
-    for m in G.modules():
-        if getattr(m, "_prepared", None) is not None:
-            m._prepared = None
-
-
 def _randn(shape, gen: torch.Generator, device) -> Tensor:
     return torch.randn(shape, generator=gen).to(device)
 
@@ -93,7 +81,6 @@ class AlisLoss:
         return FakeBatch(img, ws_center)
 
     def g_main(self, n: int, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
-        drop_frozen_weight_cache(self.G)
         with self.autocast():
             fake = self.generate(n, gen, update_w_avg=True)
             logits = self.D(fake.img).float()
@@ -104,7 +91,6 @@ class AlisLoss:
         """Path-length penalty (StyleGAN2 Sec. 3.2) in float32; the caller scales it by pl_interval."""
         cfg = self.cfg
         n = max(1, n // cfg.pl_batch_shrink)
-        drop_frozen_weight_cache(self.G)
         fake = self.generate(n, gen, update_w_avg=True)
         img = fake.img.float()
         h, w = img.shape[2:]
