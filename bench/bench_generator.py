@@ -1,7 +1,7 @@
 """Generator speed and panorama memory, printed as a table.
 
-    python bench/bench_generator.py                  # 256 and 1024 frames, float32 and bfloat16
-    python bench/bench_generator.py --sizes 256 --dtypes float32 --repeats 5
+    python bench/bench_generator.py                  # 256 and 1024 frames; exact/fast float32, bfloat16
+    python bench/bench_generator.py --sizes 256 --modes float32-exact,bfloat16 --repeats 5
     python bench/bench_generator.py --memory         # peak memory of streamed panoramas 4k/16k/64k px
 
 Frames use random weights (every parameter randomised), noise "const", batch 1, the paper's
@@ -30,6 +30,8 @@ from alis_core import Generator, GeneratorConfig  # noqa: E402
 from alis_core.layers import logarithmic_basis  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# name -> (dtype, fast): "exact" keeps the official order of float32 operations (parity 1e-4)
+MODES = {"float32-exact": (torch.float32, False), "float32": (torch.float32, True), "bfloat16": (torch.bfloat16, True)}
 GEOMETRY = {256: 16384, 512: 32768, 1024: 32768}
 
 
@@ -66,7 +68,8 @@ def random_generator(res: int, seed: int = 0) -> Generator:
     return randomize(Generator(cfg), seed).eval().requires_grad_(False)
 
 
-def time_frames(G: Generator, dtype: torch.dtype, repeats: int) -> tuple[float, float]:
+def time_frames(G: Generator, mode: str, repeats: int) -> tuple[float, float]:
+    dtype, G.fast = MODES[mode]
     G.compute_dtype = dtype
     w = alis_core.sample_anchors(G, 3, seed=0)
     lb = torch.tensor([1])
@@ -77,13 +80,14 @@ def time_frames(G: Generator, dtype: torch.dtype, repeats: int) -> tuple[float, 
             t = time.perf_counter()
             out = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
             times.append(time.perf_counter() - t)
-        G.compute_dtype = torch.float32
+        G.compute_dtype, G.fast = torch.float32, False
         ref32 = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
     err = float((out.float() - ref32).abs().max() / ref32.abs().max())
     return statistics.median(times), err
 
 
-def time_panorama(G: Generator, dtype: torch.dtype, anchors: int, batch: int) -> float:
+def time_panorama(G: Generator, mode: str, anchors: int, batch: int) -> float:
+    dtype, G.fast = MODES[mode]
     G.compute_dtype = dtype
     w = alis_core.sample_anchors(G, anchors, seed=0)
     with torch.inference_mode():
@@ -91,7 +95,7 @@ def time_panorama(G: Generator, dtype: torch.dtype, anchors: int, batch: int) ->
         t = time.perf_counter()
         pano = alis_core.panorama(G, w, wrap=True, batch_size=batch, noise_mode="const")
         dt = time.perf_counter() - t
-    G.compute_dtype = torch.float32
+    G.compute_dtype, G.fast = torch.float32, False
     return dt / (pano.shape[2] / G.img_resolution)  # seconds per frame-equivalent
 
 
@@ -121,7 +125,7 @@ def memory_child(width: int, res: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="256,1024")
-    ap.add_argument("--dtypes", default="float32,bfloat16")
+    ap.add_argument("--modes", default=",".join(MODES), help="float32-exact, float32 (fast), bfloat16")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--panorama", action="store_true", help="also time whole wrapped panoramas")
     ap.add_argument("--memory", action="store_true", help="peak memory of streamed panoramas")
@@ -137,19 +141,19 @@ def main() -> None:
     print(f"matmul peak (2048^3): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
           f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
     print()
-    print("| frame | dtype | s/frame | MP/s | GFLOP/s | % fp32 peak | % bf16 peak | rel. err vs fp32 |")
+    print("| frame | mode | s/frame | MP/s | GFLOP/s | % fp32 peak | % bf16 peak | max rel. err vs exact |")
     print("|---|---|---|---|---|---|---|---|")
     for res in [int(s) for s in a.sizes.split(",")]:
         G = random_generator(res)
         flops = model_flops(G.config)
-        for name in a.dtypes.split(","):
-            t, err = time_frames(G, DTYPES[name], a.repeats)
+        for name in a.modes.split(","):
+            t, err = time_frames(G, name, a.repeats)
             gf = flops / t / 1e9
             print(f"| {res}x{res} ({flops / 1e9:.0f} GFLOP) | {name} | {t:.3f} | {res * res / t / 1e6:.2f} | "
                   f"{gf:.0f} | {100 * flops / t / peaks['float32']:.0f}% | {100 * flops / t / peaks['bfloat16']:.0f}% | "
                   f"{err:.1e} |", flush=True)
             if a.panorama:
-                tp = time_panorama(G, DTYPES[name], anchors=3, batch=4)
+                tp = time_panorama(G, name, anchors=3, batch=4)
                 print(f"| {res} panorama (wrap, 3 anchors, batch 4) | {name} | {tp:.3f} per frame | "
                       f"{res * res / tp / 1e6:.2f} | {flops / tp / 1e9:.0f} | | | |", flush=True)
     if a.memory:
