@@ -102,6 +102,7 @@ class Discriminator(nn.Module):
                                         cfg.conv_clamp)
 
     def forward(self, img: Tensor) -> Tensor:
+        img = img.contiguous(memory_format=torch.channels_last)  # NHWC: the fastest CPU convolutions
         x = None
         for res in self.block_resolutions:
             x = getattr(self, f"b{res}")(x, img)

@@ -356,6 +356,7 @@ class Trainer:
         self.G, self.D = _build_models(cfg, init, self.device)
         self.G.train().requires_grad_(True)
         self.D.train().requires_grad_(True)
+        self.G.fast = True  # NHWC activations, folded weights: same model, faster convolutions
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
         self.autocast = _autocast_factory(cfg.dtype, self.device)
         self.loss = AlisLoss(self.G, self.D, cfg, self.device, self.autocast,
