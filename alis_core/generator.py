@@ -19,8 +19,8 @@ from torch import Tensor, nn
 
 from .config import GeneratorConfig
 from .errors import AlisError
-from .layers import (LRELU_ALPHA, LRELU_GAIN, FullyConnected, conv_transpose3x3_up2, coord_features,
-                     logarithmic_basis, normalize_2nd_moment, upsample2d)
+from .layers import (LRELU_ALPHA, LRELU_GAIN, FullyConnected, conv_transpose3x3_up2, conv_up2_polyphase,
+                     coord_features, logarithmic_basis, normalize_2nd_moment, polyphase_weight, upsample2d)
 
 NOISE_MODES = ("none", "const", "random")
 CHANNELS_LAST = torch.channels_last
@@ -209,6 +209,8 @@ class SynthesisLayer(nn.Module):
             w, b, d = self.weight * (demod * LRELU_GAIN).reshape(-1, 1, 1, 1), self.bias * LRELU_GAIN, None
         if self.up == 2:
             w = w.transpose(0, 1)  # [I, O, 3, 3] for the transposed convolution
+            if dtype != torch.float32:  # bf16/fp16 matrix units run ordinary convolutions much faster
+                w = polyphase_weight(w)
         out = (w.to(dtype), b.to(dtype), d)
         if frozen:  # a training step needs the graph through the weights: never cache then
             self._prepared = (key, tuple(t.detach() if t is not None else None for t in out))
@@ -222,7 +224,10 @@ class SynthesisLayer(nn.Module):
         ip = ctx.inplace
         x = x.mul_(mod) if ip else x * mod
         weight, bias, demod = self.prepared_weights(x.dtype, ctx.fast)
-        x = conv_transpose3x3_up2(x, weight) if self.up == 2 else F.conv2d(x, weight, padding=1)
+        if self.up == 2:
+            x = conv_up2_polyphase(x, weight) if weight.shape[2] == 2 else conv_transpose3x3_up2(x, weight)
+        else:
+            x = F.conv2d(x, weight, padding=1)
         noise = ctx.noise(self, x.shape)
         b = bias.reshape(1, -1, 1, 1)
         if demod is not None:  # float32: (x * demod + noise + b) -> lrelu -> * gain -> clamp

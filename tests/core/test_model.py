@@ -199,3 +199,28 @@ def test_weights_get_gradients_after_a_frozen_pass():
     G.requires_grad_(True)
     G.frame(w, w, w, torch.tensor([0])).square().mean().backward()
     assert G.synthesis.b8.conv1.weight.grad is not None and G.synthesis.b8.conv1.weight.grad.abs().sum() > 0
+
+
+def test_polyphase_upsampling_equals_transposed_convolution():
+    from alis_core.layers import conv_transpose3x3_up2, conv_up2_polyphase, polyphase_weight
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 6, 4, generator=g, dtype=torch.float64)
+    wt = torch.randn(5, 7, 3, 3, generator=g, dtype=torch.float64)
+    ref = conv_transpose3x3_up2(x, wt)
+    assert ref.shape == (2, 7, 12, 8)
+    assert (conv_up2_polyphase(x, polyphase_weight(wt)) - ref).abs().max() < 1e-12
+
+
+def test_fast_and_bfloat16_paths_match_exact(tiny_G):
+    a = alis_core.sample_anchors(tiny_G, 3, seed=1)
+    exact = alis_core.panorama(tiny_G, a, wrap=True)
+    try:
+        tiny_G.fast = True
+        fast = alis_core.panorama(tiny_G, a, wrap=True)
+        tiny_G.compute_dtype = torch.bfloat16
+        bf16 = alis_core.panorama(tiny_G, a, wrap=True)
+    finally:
+        tiny_G.fast, tiny_G.compute_dtype = False, torch.float32
+    scale = exact.abs().max()
+    assert (fast - exact).abs().max() < 1e-5 * scale
+    assert (bf16 - exact).abs().max() < 0.1 * scale and (bf16 - exact).abs().mean() < 0.01 * scale
