@@ -371,7 +371,7 @@ def load_generator_cached(checkpoint: str, device: str):
     key = (checkpoint, device, mtime)
     if key not in _generator_cache:
         _generator_cache.clear()  # keep at most one model in Blender's memory
-        _generator_cache[key] = alis_core.load_generator(path, device=device)
+        _generator_cache[key] = alis_core.load_generator(path, device=device, fast=True)  # as the CLI
     return _generator_cache[key]
 
 
