@@ -28,7 +28,7 @@ SavePathFn = Callable[[str, str, int, int], tuple[str, str, int, str, str]]
 
 
 def panorama_to_equirect(image: torch.Tensor, horizon: float = 0.5, strip_horizon: float = 0.5,
-                         strip_scale: float = 1.0, cap_blur: float = 0.5) -> torch.Tensor:
+                         strip_scale: float = 1.0, cap_blur: float = 2.0) -> torch.Tensor:
     """Node function: 360° panoramas [B, H, W, 3] -> equirect skies [B, W/2, W, 3] (0..1)."""
     check_image(EQUIRECT_NODE, "image", image)
     if image.shape[2] % 2:
@@ -154,7 +154,7 @@ EQUIRECT = NodeSpec(
         Param("strip_scale", "FLOAT", default=1.0, min=0.05, max=8.0, step=0.05,
               tooltip="Vertical stretch of the strip; 1.0 keeps square pixels. Lower it if the strip "
                       "would cover a pole."),
-        Param("cap_blur", "FLOAT", default=0.5, min=0.0, max=8.0, step=0.05,
+        Param("cap_blur", "FLOAT", default=2.0, min=0.0, max=8.0, step=0.05,
               tooltip="How quickly the sky and ground caps blur away from the strip."),
     ),
     outputs=(Out("equirect", "IMAGE", "Equirectangular sky [B, W/2, W, 3]."),),
