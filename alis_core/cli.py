@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -19,11 +19,26 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """argparse that reports bad options in one line, like every other error of the CLI."""
 
     def error(self, message: str):  # noqa: D401
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
+def run_main(run_fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None,
+             interrupted: str = "interrupted") -> int:
+    """Run a command: AlisError -> one `error:` line and exit code 2; Ctrl-C -> exit code 130."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        return run_fn(argv)
+    except AlisError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"error: {interrupted}", file=sys.stderr)
+        return 130
 
 
 def resolve_device(name: str) -> torch.device:
@@ -283,8 +298,8 @@ def _delegate(module: str, argv: list[str]) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="alis", description="ALIS panoramas: infinite, seamlessly wrapping landscapes.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    parser = OneLineParser(prog="alis", description="ALIS panoramas: infinite, seamlessly wrapping landscapes.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
     _add_generate(sub)
     _add_info(sub)
     _add_convert(sub)
@@ -309,15 +324,7 @@ def run(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        return run(argv)
-    except AlisError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    return run_main(run, argv)
 
 
 if __name__ == "__main__":

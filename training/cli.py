@@ -15,21 +15,15 @@ from typing import Sequence
 import torch
 
 from alis_core import AlisError
+from alis_core.cli import OneLineParser, run_main
 
 from .config import DTYPES, PRESETS, TrainConfig, preset
 
 log = logging.getLogger(__name__)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line and exit code 2, like the rest of the CLI
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="alis train", description="Train or fine-tune an ALIS generator on landscape frames.")
+    p = OneLineParser(prog="alis train", description="Train or fine-tune an ALIS generator on landscape frames.")
     p.add_argument("--data", help="folder or .zip of photos, or 'synthetic[:N[:SEED]]' (procedural landscapes); "
                                   "on --resume the saved source is the default")
     p.add_argument("--out", required=True, help="run folder (stats.jsonl, samples, snapshots, state.pt)")
@@ -140,14 +134,4 @@ def run(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        return run(argv)
-    except AlisError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; the last state.pt written (if any) is intact, continue with --resume",
-              file=sys.stderr)
-        return 130
+    return run_main(run, argv, "interrupted; the last state.pt written (if any) is intact, continue with --resume")

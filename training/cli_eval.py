@@ -8,7 +8,6 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import time
 from typing import Sequence
 
@@ -16,21 +15,15 @@ import torch
 
 import alis_core
 from alis_core import AlisError
+from alis_core.cli import OneLineParser, run_main
 
 from . import metrics
 
 log = logging.getLogger(__name__)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        self.print_usage(sys.stderr)
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(2)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="alis eval", description="Weight-free quality metrics of a checkpoint against real frames.")
+    p = OneLineParser(prog="alis eval", description="Weight-free quality metrics of a checkpoint against real frames.")
     p.add_argument("checkpoint", help="our .safetensors or an official .pkl")
     p.add_argument("--data", required=True, help="folder or .zip of photos, or 'synthetic[:N[:SEED]]'")
     p.add_argument("--num", type=int, default=1024, help="real frames, fake frames and panorama crops (default 1024)")
@@ -79,10 +72,4 @@ def run(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        return run(argv)
-    except AlisError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_main(run, argv)
