@@ -12,6 +12,14 @@ from .errors import AlisError
 DEFAULT_COORD_DIMS = {"8": 32, "16": 32, "32": 64, "64": 128, "128": 128, "256": 64, "512": 64, "1024": 64}
 
 
+def config_from_dict(cls, d: dict[str, Any], unknown_message: str):
+    """Build dataclass `cls` from a dict, refusing unknown keys with `unknown_message.format(keys)`."""
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise AlisError(unknown_message.format(unknown))
+    return cls(**d)
+
+
 @dataclass
 class GeneratorConfig:
     """The ALIS generator's architecture. Field names follow StyleGAN2's vocabulary."""
@@ -80,11 +88,7 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "GeneratorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise AlisError(f"unsupported generator config keys {unknown}; this checkpoint needs a newer alis")
-        return cls(**d)
+        return config_from_dict(cls, d, "unsupported generator config keys {}; this checkpoint needs a newer alis")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "GeneratorConfig":
@@ -118,8 +122,4 @@ class DiscriminatorConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "DiscriminatorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise AlisError(f"unsupported discriminator config keys {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d, "unsupported discriminator config keys {}")

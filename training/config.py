@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from alis_core import AlisError, DiscriminatorConfig, GeneratorConfig
+from alis_core.config import config_from_dict
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -127,11 +128,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise AlisError(f"training config: unknown keys {unknown}")
-        return cls(**d)
+        return config_from_dict(cls, d, "training config: unknown keys {}")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return TrainConfig.from_dict({**self.to_dict(), **changes})
