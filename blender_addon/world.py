@@ -145,6 +145,25 @@ def _set_linear(image: bpy.types.Image) -> None:
             continue
 
 
+def _write_image(image: bpy.types.Image, path: str, file_format: str) -> None:
+    """Write image's pixels to path: EXR/HDR as linear light (32-bit EXR), PNG as plain sRGB.
+
+    Image.save() is not used: Blender 4.2 writes a generated float image's EXR sRGB-encoded
+    (2.5 comes back as 1.49). save_render() with a temporary scene's settings is exact in 4.2 and 5.x.
+    """
+    scene = bpy.data.scenes.new("ALIS save settings")
+    try:
+        scene.view_settings.view_transform = "Standard"  # PNG: no AgX/Filmic look; EXR/HDR stay linear
+        settings = scene.render.image_settings
+        settings.file_format = file_format
+        settings.color_mode = "RGB"
+        if file_format == "OPEN_EXR":
+            settings.color_depth = "32"
+        image.save_render(path, scene=scene)
+    finally:
+        bpy.data.scenes.remove(scene)
+
+
 def image_from_pixels(linear_hwc: np.ndarray, name: str = IMAGE_NAME) -> bpy.types.Image:
     """New float image datablock from a top-down linear-light array [H, W, 3|4]."""
     h, w = linear_hwc.shape[:2]
@@ -182,9 +201,9 @@ def store_image(image: bpy.types.Image, output_dir: str, file_name: str) -> str 
         folder = bpy.path.abspath(output_dir)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, file_name)
+        _write_image(image, path, "OPEN_EXR")
         image.filepath_raw = path
         image.file_format = "OPEN_EXR"
-        image.save()
         image.source = "FILE"
         return path
     image.pack()
@@ -220,9 +239,7 @@ def save_image_as(image: bpy.types.Image, path: str) -> str:
     try:
         _set_linear(copy)
         copy.pixels.foreach_set(flat)
-        copy.filepath_raw = path
-        copy.file_format = formats[ext]
-        copy.save()
+        _write_image(copy, path, formats[ext])
     finally:
         bpy.data.images.remove(copy)
     return path

@@ -88,6 +88,9 @@ def test_validator_rejects_a_broken_manifest(bpy, tmp_path):
     src = tmp_path / "alis_sky"
     shutil.copytree(ADDON, src, ignore=shutil.ignore_patterns("__pycache__"))
     manifest = (src / "blender_manifest.toml").read_text()
-    (src / "blender_manifest.toml").write_text(manifest.replace('blender_version_min = "4.2.0"', ""))
+    # an invalid value, not a missing key: Blender 4.2's validator crashes (AssertionError) on a missing one
+    broken = manifest.replace('blender_version_min = "4.2.0"', 'blender_version_min = "four point two"')
+    assert broken != manifest
+    (src / "blender_manifest.toml").write_text(broken)
     ok, output = build.validate(str(src))
     assert not ok and "blender_version_min" in output
