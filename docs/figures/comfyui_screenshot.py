@@ -107,7 +107,7 @@ def prepare_checkpoint(arg: str | None, models: Path) -> str:
     src = Path(arg).resolve()
     if not src.is_file():
         sys.exit(f"error: --checkpoint {arg} does not exist")
-    (models / src.name).symlink_to(src)
+    shutil.copy2(src, models / src.name)  # a copy: the loader refuses links that leave its folder
     return src.name
 
 
@@ -321,8 +321,11 @@ def main(argv=None) -> None:
                 browser.evaluate("app.queuePrompt(0).then(() => true)")
                 wait_until("workflow run", lambda: server.idle(), args.timeout, interval=1)
                 for entry in http_json(server.url + "/history").values():
-                    if entry.get("status", {}).get("status_str") != "success":
-                        print(f"warning: the workflow did not run cleanly: {entry.get('status')}", file=sys.stderr)
+                    status = entry.get("status", {})
+                    if status.get("status_str") != "success":
+                        errors = [m[1].get("exception_message", m) for m in status.get("messages", [])
+                                  if m[0] == "execution_error"]
+                        raise RuntimeError(f"the workflow failed in ComfyUI: {errors or status}")
                 time.sleep(3)  # previews are fetched after the run ends
             browser.evaluate(CLOSE_DIALOGS_JS)
             browser.evaluate(FIT_VIEW_JS)
