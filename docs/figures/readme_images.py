@@ -1,0 +1,51 @@
+"""Make the README's panorama and skybox pictures with the README's own main command.
+
+    python docs/figures/readme_images.py [--checkpoint CKPT] [--seed 7]
+
+Runs `alis generate --wrap --seed SEED --out ... --equirect ... --cubemap ...` (the Quickstart
+command), then writes docs/img/panorama.png (the strip shown twice side by side, so the 360° seam
+sits in the middle of the picture) and docs/img/skybox.png (the equirect, scaled to 1024 px wide).
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from alis_core.image import load_image, save_png  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--checkpoint", default=None)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--out-dir", default=str(ROOT / "docs" / "img"))
+    a = ap.parse_args()
+    out = Path(a.out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "alis_core", "generate", "--wrap", "--seed", str(a.seed),
+               "--out", f"{tmp}/panorama.png", "--equirect", f"{tmp}/skybox.png", "--cubemap", f"{tmp}/cubemap"]
+        if a.checkpoint:
+            cmd += ["--checkpoint", a.checkpoint]
+        print(" ".join(cmd[1:]))
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        strip = load_image(f"{tmp}/panorama.png")  # [3, H, W]
+        twice = torch.cat([strip, strip], dim=2)  # the seam sits in the middle
+        save_png(out / "panorama.png", twice)
+        sky = load_image(f"{tmp}/skybox.png")
+        w = min(1024, sky.shape[2])
+        sky = F.interpolate(sky[None], size=(w // 2, w), mode="bilinear", antialias=True, align_corners=False)[0]
+        save_png(out / "skybox.png", sky.clamp(0, 1))
+    print(f"wrote {out / 'panorama.png'} and {out / 'skybox.png'}")
+
+
+if __name__ == "__main__":
+    main()
