@@ -20,7 +20,7 @@ from .spec import ALIS_ANCHORS, ALIS_MODEL, SEED_MAX, NodeSpec, Out, Param
 NODE = "ALIS Panorama"
 SEAM_NODE = "ALIS Seam Check"
 SCROLL_NODE = "ALIS Scroll Frames"
-NOISE_MODES = ("const", "random", "none")
+NOISE_MODES = ("none", "const", "random")
 NATURAL_WIDTH = -1  # width input value meaning "as wide as the anchors reach"
 MAX_WIDTH = 1 << 20
 
@@ -33,7 +33,7 @@ def natural_width(model: AlisModel, num_anchors: int, wrap: bool) -> int:
 
 
 def make_panorama(model: AlisModel, anchors: AlisAnchors, wrap: bool = True, width: int = NATURAL_WIDTH,
-                  noise_mode: str = "const", batch_size: int = 8, noise_seed: int = 0,
+                  noise_mode: str = "none", batch_size: int = 8, noise_seed: int = 0,
                   progress: Progress | None = None) -> torch.Tensor:
     """Node function: one panorama -> IMAGE [1, H, W, 3] float32 in [0, 1] (CPU).
 
@@ -133,9 +133,10 @@ PANORAMA = NodeSpec(
               tooltip="Output width in pixels; -1 = natural width (anchors x spacing with wrap, "
                       "(anchors - 1) x spacing without). With wrap another width resamples the loop "
                       "(still seamless); without wrap it crops."),
-        Param("noise_mode", "COMBO", options=NOISE_MODES, default="const",
-              tooltip="Per-pixel noise: 'const' = the model's fixed noise (seamless, repeatable), "
-                      "'random' = fresh noise from noise_seed, 'none' = no noise (smoother)."),
+        Param("noise_mode", "COMBO", options=NOISE_MODES, default="none",
+              tooltip="Per-pixel noise: 'none' = no noise (as the official panoramas; seamless, exact loop), "
+                      "'const' = the model's fixed noise map (repeats every frame), "
+                      "'random' = fresh noise from noise_seed."),
         Param("batch_size", "INT", default=8, min=1, max=256,
               tooltip="Frames generated at once; lower it if you run out of memory."),
         Param("noise_seed", "INT", default=0, min=0, max=SEED_MAX,

@@ -517,7 +517,7 @@ class Trainer:
     def save_samples(self) -> Path:
         cfg = self.cfg
         rows = [alis_core.panorama(self.G_ema, alis_core.sample_anchors(self.G_ema, max(2, cfg.sample_anchors), seed=s),
-                                   wrap=True, noise_mode="const") for s in range(cfg.sample_rows)]
+                                   wrap=True, noise_mode="none") for s in range(cfg.sample_rows)]
         img = torch.cat(rows, dim=1)  # [3, rows * H, K * spacing]
         path = self.out / f"samples-{self.cur_nimg // 1000:06d}.png"
         save_png(path, to_unit(img))
