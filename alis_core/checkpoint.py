@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -47,6 +48,9 @@ def save_generator(G: Generator, path: str | Path, D: Discriminator | None = Non
     meta.update(metadata or {})
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # safetensors creates its files private (0600)
     return path
 
 
