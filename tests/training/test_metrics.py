@@ -12,14 +12,6 @@ from training.cli_eval import main as eval_main
 from training.data import prepare_dataset
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def landscapes():
     return prepare_dataset("synthetic:96", 32)

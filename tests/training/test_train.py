@@ -24,15 +24,6 @@ SMALL = dict(resolution=16, z_dim=32, w_dim=32, channel_base=512, channel_max=64
              metric_num=0, tick_kimg=0.004, snap_kimg=0.008, sample_kimg=1.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two threads on a shared 2-core machine are many times slower than one for models this small."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def data16():
     return prepare_dataset("synthetic:64", 16)
