@@ -90,14 +90,6 @@ _ALLOWED = {
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
     ("torch.storage", "_load_from_bytes"): _load_from_bytes,
-    ("torch", "FloatStorage"): torch.FloatStorage,
-    ("torch", "DoubleStorage"): torch.DoubleStorage,
-    ("torch", "HalfStorage"): torch.HalfStorage,
-    ("torch", "LongStorage"): torch.LongStorage,
-    ("torch", "IntStorage"): torch.IntStorage,
-    ("torch", "BoolStorage"): torch.BoolStorage,
-    ("torch", "ByteStorage"): torch.ByteStorage,
-    ("torch", "BFloat16Storage"): torch.BFloat16Storage,
     ("torch", "device"): torch.device,
     ("torch", "Size"): torch.Size,
     ("collections", "OrderedDict"): collections.OrderedDict,
@@ -115,6 +107,9 @@ _ALLOWED = {
     ("numpy", "dtype"): np.dtype,
     ("torch_utils.persistence", "_reconstruct_persistent_obj"): _reconstruct_persistent_obj,
 }
+_ALLOWED.update({("torch", name): getattr(torch, name) for name in (
+    "FloatStorage", "DoubleStorage", "HalfStorage", "LongStorage", "IntStorage", "BoolStorage", "ByteStorage",
+    "BFloat16Storage")})
 _INERT_MODULES = ("dnnlib.util", "omegaconf.dictconfig", "omegaconf.listconfig", "omegaconf.nodes",
                   "omegaconf.base", "omegaconf.basecontainer", "omegaconf")
 
