@@ -6,6 +6,15 @@
 
 See docs/ARCHITECTURE.md for how the paper's terms map to the code.
 """
+import os as _os
+import sys as _sys
+
+if "torch" not in _sys.modules:
+    # Large activations (100+ MB at 1024 px) are fresh allocations; on transparent huge pages their
+    # first touch faults 512x less often: about 20% faster frames on a CPU. PyTorch reads this
+    # switch once, when it first allocates, so it only takes effect before torch is imported.
+    _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 from .anchors import anchors_from_seeds, latents_to_anchors, parse_seed_list, sample_anchors, sample_latents
 from .checkpoint import (DEFAULT_CHECKPOINT, convert_official, load_discriminator, load_generator,
                          save_generator)

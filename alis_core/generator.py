@@ -20,10 +20,20 @@ from torch import Tensor, nn
 from .config import GeneratorConfig
 from .errors import AlisError
 from .layers import (LRELU_ALPHA, LRELU_GAIN, FullyConnected, conv_transpose3x3_up2, conv_up2_polyphase,
-                     coord_features, logarithmic_basis, normalize_2nd_moment, polyphase_weight, upsample2d)
+                     _filter_2d, coord_features, logarithmic_basis, normalize_2nd_moment, polyphase_weight,
+                     upsample2d)
 
 NOISE_MODES = ("none", "const", "random")
 CHANNELS_LAST = torch.channels_last
+_HAS_FUSED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
+
+
+def _conv_act(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int, groups: int = 1,
+              act: bool = True) -> Tensor:
+    """oneDNN convolution with bias and (optionally) the leaky ReLU fused into it (CPU only)."""
+    attr, scalars = ("leaky_relu", [LRELU_ALPHA]) if act else ("none", [])
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [padding] * 2, [1, 1], [1, 1], groups,
+                                                   attr, scalars, "")
 
 
 class MappingNetwork(nn.Module):
@@ -93,6 +103,13 @@ class _ColumnStyles:
         sb = torch.where(self.right, s2, s1)
         return (sa * self.coef_a + sb * self.coef_b).unsqueeze(2)
 
+    def ends(self, styles: Tensor) -> tuple[Tensor, Tensor]:
+        """The two anchor styles each patch interpolates between, [B, C] each: a patch never
+        straddles the window's centre (anchor intervals are whole patches)."""
+        right = self.right[:, :, :1]  # [B, 1, 1]
+        s0, s1, s2 = (s.unsqueeze(2) for s in styles.unbind(1))
+        return torch.where(right, s1, s0)[:, :, 0], torch.where(right, s2, s1)[:, :, 0]
+
 
 class _FeatureCache:
     """A small LRU cache of coordinate features, keyed by resolution and patch position."""
@@ -113,6 +130,17 @@ class _FeatureCache:
             self._d.popitem(last=False)
 
 
+class _Scratch(OrderedDict):
+    """Tensors derived from the weights and rebuilt on demand: copies and pickles start empty
+    (oneDNN-layout tensors can be neither deep-copied nor pickled)."""
+
+    def __deepcopy__(self, memo):
+        return type(self)()
+
+    def __reduce__(self):
+        return (type(self), ())
+
+
 class _Context:
     """Everything a forward pass shares across layers: positions, per-resolution column styles."""
 
@@ -122,6 +150,9 @@ class _Context:
         self.noise_mode, self.generator = noise_mode, generator
         self.inplace = not torch.is_grad_enabled()  # inference: overwrite activations nobody needs
         self.fast = fast or dtype != torch.float32
+        # CPU inference on the fast path: oneDNN convolutions with bias and activation fused in,
+        # conv inputs assembled and modulated in one pass, toRGB as one small matmul per patch.
+        self.fused = self.fast and self.inplace and device.type == "cpu" and _HAS_FUSED_CONV
         self._cols: dict[int, _ColumnStyles] = {}
 
     def column_styles(self, res: int) -> _ColumnStyles:
@@ -189,6 +220,7 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.register_buffer("noise_const", torch.randn([resolution, resolution]))
         self._prepared: tuple | None = None
+        self._packed_cache = _Scratch()
 
     def prepared_weights(self, dtype, fast: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         """(weight, bias, demod) ready for `dtype`; cached while the weights are frozen.
@@ -211,19 +243,31 @@ class SynthesisLayer(nn.Module):
             w = w.transpose(0, 1)  # [I, O, 3, 3] for the transposed convolution
             if dtype != torch.float32:  # bf16/fp16 matrix units run ordinary convolutions much faster
                 w = polyphase_weight(w)
-        out = (w.to(dtype), b.to(dtype), d)
+        w = w.to(dtype)
+        if fast:  # the layout oneDNN uses with NHWC activations: no reorder on every call
+            w = w.contiguous(memory_format=CHANNELS_LAST)
+        out = (w, b.to(dtype), d)
         if frozen:  # a training step needs the graph through the weights: never cache then
             self._prepared = (key, tuple(t.detach() if t is not None else None for t in out))
+            self._packed_cache.clear()
         return out
 
-    def forward(self, x: Tensor, w3: Tensor, ctx: _Context) -> Tensor:
-        """x [B, I, h, pw], w3 [B, 3, w_dim] -> [B, O, h * up, pw * up]. Overwrites x when
-        gradients are off (x is never needed again)."""
+    def modulation(self, w3: Tensor, ctx: _Context, res: int, dtype) -> Tensor:
+        """SA-AdaIN input scales [B, I, 1, pw] for inputs of height `res`."""
         styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], 3, -1)
-        mod = ctx.column_styles(x.shape[2])(styles).to(x.dtype)
+        return ctx.column_styles(res)(styles).to(dtype)
+
+    def forward(self, x: Tensor, w3: Tensor, ctx: _Context, premodulated: bool = False) -> Tensor:
+        """x [B, I, h, pw], w3 [B, 3, w_dim] -> [B, O, h * up, pw * up]. Overwrites x when
+        gradients are off (x is never needed again). `premodulated`: the caller already scaled x
+        by `modulation` (the fused path assembles and scales a block's input in one pass)."""
         ip = ctx.inplace
-        x = x.mul_(mod) if ip else x * mod
+        if not premodulated:
+            mod = self.modulation(w3, ctx, x.shape[2], x.dtype)
+            x = x.mul_(mod) if ip else x * mod
         weight, bias, demod = self.prepared_weights(x.dtype, ctx.fast)
+        if ctx.fused:
+            return self._forward_fused(x, weight, bias, ctx)
         if self.up == 2:
             x = conv_up2_polyphase(x, weight) if weight.shape[2] == 2 else conv_transpose3x3_up2(x, weight)
         else:
@@ -243,6 +287,56 @@ class SynthesisLayer(nn.Module):
             return x
         return x.clamp_(-self.conv_clamp, self.conv_clamp) if ip else x.clamp(-self.conv_clamp, self.conv_clamp)
 
+    def _packed(self, weight: Tensor, shape) -> Tensor:
+        """`weight` reordered once into oneDNN's blocked layout for inputs of this shape (the
+        reorder otherwise runs on every call: a third of the time of the small, weight-heavy
+        layers). Two shapes are kept (a frame and a panorama batch, say)."""
+        key = (weight.dtype, tuple(shape))
+        cache = self._packed_cache  # emptied whenever the prepared weights change
+        if key not in cache:
+            cache[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), [1, 1], [1, 1], [1, 1], 1,
+                                                                  list(shape))
+            while len(cache) > 2:
+                cache.popitem(last=False)
+        return cache[key]
+
+    def _forward_fused(self, x: Tensor, weight: Tensor, bias: Tensor, ctx: _Context) -> Tensor:
+        """The fast path on the CPU without gradients: bias and leaky ReLU run inside the oneDNN
+        convolution (inside the low-pass filter's convolution for the upsampling layers)."""
+        b, _, h, w = x.shape
+        noise = ctx.noise(self, (b, 1, h * self.up, w * self.up))
+        act = noise is None  # noise goes in between the bias and the activation
+        if self.up == 1:
+            x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=act)
+        else:
+            o = bias.shape[0]
+            filt = _blur_weight(o, x.dtype)
+            if weight.shape[2] == 2:  # polyphase: one 2x2 convolution, the 4 phases shuffled into a buffer
+                y = _conv_act(x, self._packed(weight, x.shape), None, 1, act=False)  # [B, 4*O, h+1, w+1]
+                buf = torch.empty([b, o, 2 * h + 3, 2 * w + 3], dtype=x.dtype, memory_format=CHANNELS_LAST)
+                bv = buf.permute(0, 2, 3, 1)  # [B, H, W, O] view of the NHWC memory
+                bv[:, 0].zero_()
+                bv[:, :, 0].zero_()
+                bv[:, 1:, 1:].view(b, h + 1, 2, w + 1, 2, o).copy_(
+                    y.permute(0, 2, 3, 1).view(b, h + 1, w + 1, o, 2, 2).permute(0, 1, 4, 2, 5, 3))
+                x = _conv_act(buf, filt, bias, 0, groups=o, act=act)
+            else:
+                x = _conv_act(F.conv_transpose2d(x, weight, stride=2), filt, bias, 1, groups=o, act=act)
+        if noise is not None:
+            x = F.leaky_relu_(x.add_(noise, alpha=LRELU_GAIN), LRELU_ALPHA)
+        return x if self.conv_clamp is None else x.clamp_(-self.conv_clamp, self.conv_clamp)
+
+
+_BLUR: dict = {}
+
+
+def _blur_weight(channels: int, dtype) -> Tensor:
+    """The [1,3,3,1] x [1,3,3,1] filter (gain 4) as a depthwise weight, cached."""
+    key = (channels, dtype)
+    if key not in _BLUR:
+        _BLUR[key] = _filter_2d(channels, 4.0, dtype, "cpu").contiguous(memory_format=CHANNELS_LAST)
+    return _BLUR[key]
+
 
 class ToRGB(nn.Module):
     """1x1 modulated convolution (no demodulation) to RGB, with SA-AdaIN styles."""
@@ -257,11 +351,28 @@ class ToRGB(nn.Module):
 
     def forward(self, x: Tensor, w3: Tensor, ctx: _Context) -> Tensor:
         styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], 3, -1) * self.weight_gain
-        x = x * ctx.column_styles(x.shape[2])(styles).to(x.dtype)  # x is still needed by the next block
+        cols = ctx.column_styles(x.shape[2])
+        if ctx.fused:
+            return self._forward_fused(x, styles, cols)
+        x = x * cols(styles).to(x.dtype)  # x is still needed by the next block
         x = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
         if self.conv_clamp is None:
             return x
         return x.clamp_(-self.conv_clamp, self.conv_clamp) if ctx.inplace else x.clamp(-self.conv_clamp, self.conv_clamp)
+
+    def _forward_fused(self, x: Tensor, styles: Tensor, cols: _ColumnStyles) -> Tensor:
+        """Without touching x: the styles at the patch's two anchors fold into two weight matrices,
+        one matmul per patch gives both RGB images, and the per-column weights blend them.
+        x [B, C, h, pw] (NHWC memory) -> [B, 3, h, pw] float32 (NHWC memory)."""
+        b, c, h, pw = x.shape
+        sa, sb = cols.ends(styles)  # [B, C]
+        wt = self.weight[:, :, 0, 0].t()  # [C, 3]
+        wm = torch.cat([wt * sa.unsqueeze(2), wt * sb.unsqueeze(2)], dim=2).to(x.dtype)  # [B, C, 6]
+        y = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * pw, c), wm).float().view(b, h, pw, 6)
+        ca, cb = cols.coef_a[:, 0, :, None], cols.coef_b[:, 0, :, None]  # [B, pw, 1]
+        y = torch.addcmul(torch.addcmul(self.bias, y[..., :3], ca.unsqueeze(1)), y[..., 3:], cb.unsqueeze(1))
+        y = y.permute(0, 3, 1, 2)  # [B, 3, h, pw]
+        return y if self.conv_clamp is None else y.clamp_(-self.conv_clamp, self.conv_clamp)
 
 
 class GridInput(nn.Module):
@@ -315,10 +426,16 @@ class SynthesisBlock(nn.Module):
             coords = ctx.coords(self.res, x.shape[2], self.basis, self.use_cosine)
             b, c, h, w = x.shape
             xc = torch.empty([b, c + coords[0].shape[0], h, w], dtype=x.dtype, device=x.device, memory_format=layout)
-            xc[:, :c] = x
-            for i, feats in enumerate(coords):  # straight from the cache, no intermediate stack
-                xc[i, c:] = feats
-            x = self.conv0(xc, ws3[:, 0], ctx)
+            if ctx.fused:  # assemble and modulate in one pass
+                mod = self.conv0.modulation(ws3[:, 0], ctx, h, x.dtype)
+                torch.mul(x, mod[:, :c], out=xc[:, :c])
+                for i, feats in enumerate(coords):
+                    torch.mul(feats, mod[i, c:], out=xc[i, c:])
+            else:
+                xc[:, :c] = x
+                for i, feats in enumerate(coords):  # straight from the cache, no intermediate stack
+                    xc[i, c:] = feats
+            x = self.conv0(xc, ws3[:, 0], ctx, premodulated=ctx.fused)
         x = self.conv1(x, ws3[:, 1], ctx)
         y = self.torgb(x, ws3[:, 2], ctx).to(torch.float32)
         img = y if img is None else upsample2d(img) + y

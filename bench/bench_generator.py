@@ -20,12 +20,11 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import alis_core  # noqa: E402
+import alis_core  # noqa: E402  (before torch: it turns on huge-page allocations)
+import torch  # noqa: E402
 from alis_core import Generator, GeneratorConfig  # noqa: E402
 from alis_core.layers import logarithmic_basis  # noqa: E402
 
@@ -136,7 +135,8 @@ def main() -> None:
         return
 
     threads = torch.get_num_threads()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {threads}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {threads}, "
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}")
     peaks = {name: matmul_peak(DTYPES[name]) for name in ("float32", "bfloat16")}
     print(f"matmul peak (2048^3): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
           f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
