@@ -33,6 +33,21 @@ class FakeBatch:
     ws_center: Tensor  # [N, num_ws, w_dim]
 
 
+def seam_discontinuity(img: Tensor, grid_size: int) -> Tensor:
+    """How much each frame breaks across its interior patch boundaries, [N]: the squared difference
+    between the step across a boundary and the mean of the steps on either side of it (zero where
+    the image continues linearly), averaged over boundaries, channels and rows."""
+    pw = img.shape[-1] // grid_size
+    if grid_size < 2 or pw < 2:
+        return img.new_zeros(img.shape[0])
+    terms = []
+    for k in range(1, grid_size):
+        x0, x1, x2, x3 = img[..., k * pw - 2: k * pw + 2].unbind(-1)
+        step, around = x2 - x1, 0.5 * ((x1 - x0) + (x3 - x2))
+        terms.append((step - around).square().mean(dim=[1, 2]))
+    return torch.stack(terms).mean(0)
+
+
 def _randn(shape, gen: torch.Generator, device) -> Tensor:
     return torch.randn(shape, generator=gen).to(device)
 
@@ -85,7 +100,12 @@ class AlisLoss:
             fake = self.generate(n, gen, update_w_avg=True)
             logits = self.D(fake.img).float()
         loss = F.softplus(-logits).mean()
-        return loss, {"loss_G": float(loss.detach())}
+        stats = {"loss_G": float(loss.detach())}
+        if self.cfg.seam_weight > 0:
+            seam = seam_discontinuity(fake.img.float(), self.G.config.grid_size).mean()
+            loss = loss + seam * self.cfg.seam_weight
+            stats["seam_G"] = float(seam.detach())
+        return loss, stats
 
     def g_pl(self, n: int, gen: torch.Generator) -> tuple[Tensor, dict[str, float]]:
         """Path-length penalty (StyleGAN2 Sec. 3.2) in float32; the caller scales it by pl_interval."""

@@ -221,3 +221,26 @@ def test_fresh_model_is_not_aligned_with_sample_seeds(tmp_path, data16):
     with torch.no_grad():
         norms = [trainer.G.mapping(sample_latents(32, 64, s)).norm(dim=1).mean() for s in range(4)]
     assert max(norms) < 1.3 * min(norms), norms
+
+
+def test_seam_discontinuity_measures_breaks_at_patch_boundaries():
+    from training.loss import seam_discontinuity
+    x = torch.linspace(-1, 1, 32)
+    ramp = x.expand(2, 3, 8, 32).clone()  # continues linearly across the boundary at column 16
+    assert seam_discontinuity(ramp, 2).abs().max() < 1e-10
+    step = ramp.clone()
+    step[..., 16:] += 0.5  # a jump exactly at the boundary
+    assert torch.allclose(seam_discontinuity(step, 2), torch.full([2], 0.25))
+    elsewhere = ramp.clone()
+    elsewhere[..., 8:] += 0.5  # the same jump inside a patch is not a seam
+    assert seam_discontinuity(elsewhere, 2).abs().max() < 1e-10
+
+
+def test_seam_weight_adds_the_seam_term_and_may_change_on_resume(tmp_path, data16):
+    cfg = preset("tiny", **SMALL, kimg=0.008, seam_weight=5.0)
+    assert Trainer(cfg, data16, tmp_path, progress=False).run().status == "done"
+    records = _records(tmp_path / "stats.jsonl")
+    assert all(r["seam_G"] > 0 for r in records)
+    assert train_main(["--out", str(tmp_path), "--resume", "--kimg", "0.016", "--set", "seam_weight=0",
+                       "--quiet"]) == 0
+    assert "seam_G" not in _records(tmp_path / "stats.jsonl")[-1]
