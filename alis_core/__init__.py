@@ -24,7 +24,7 @@ from .errors import AlisError
 from .generator import Generator
 from .image import (from_unit, linear_to_srgb, load_float_image, load_image, save_float_image, save_png,
                     srgb_to_linear, to_unit)
-from .panorama import iter_panorama, panorama, resample_loop, seam_score
+from .panorama import iter_panorama, panorama, patch_grid_score, resample_loop, seam_score
 from .projection import (CUBE_FACE_FILES, CUBE_FACES, cubemap_layout, cubemap_to_equirect, equirect_to_cubemap,
                          layout_to_cubemap, strip_to_equirect)
 
@@ -36,6 +36,6 @@ __all__ = [
     "save_float_image", "save_png", "srgb_to_linear", "to_unit",
     "AlisError", "DEFAULT_CHECKPOINT", "Discriminator", "DiscriminatorConfig", "Generator", "GeneratorConfig",
     "anchors_from_seeds", "convert_official", "iter_panorama", "latents_to_anchors", "load_discriminator",
-    "load_generator", "panorama", "parse_seed_list", "resample_loop", "sample_anchors", "sample_latents",
+    "load_generator", "panorama", "parse_seed_list", "patch_grid_score", "resample_loop", "sample_anchors", "sample_latents",
     "save_generator", "seam_score",
 ]

@@ -154,3 +154,18 @@ def seam_score(img: Tensor, patch_width: int | None = None) -> float:
         raise AlisError(f"a strip of {img.shape[2]} px has no interior patch boundary of width {patch_width}")
     interior = (img[:, :, cols] - img[:, :, cols - 1]).abs().mean()
     return float(seam / interior.clamp_min(1e-12))
+
+
+def patch_grid_score(img: Tensor, patch_width: int) -> float:
+    """How visible the patch grid of a strip [3, H, W] is: the mean |difference| between adjacent
+    columns where one of them is a patch's first or last column (the wrap seam included), divided
+    by the same over all other adjacent pairs. About 1: patch edges look like the rest of the
+    image; a model that draws lines or steps at its patch edges scores several times more."""
+    if img.ndim != 3 or patch_width < 4 or img.shape[2] < 2 * patch_width:
+        raise AlisError(f"patch_grid_score needs a strip [3, H, W] at least two patches of {patch_width} >= 4 px "
+                        f"wide, got {list(img.shape)}")
+    img = img.float()
+    diff = (torch.roll(img, -1, dims=2) - img).abs().mean(dim=(0, 1))  # [W]: column i+1 - column i, cyclic
+    left = torch.arange(img.shape[2]) % patch_width  # position of column i in its patch
+    edge = (left == 0) | (left >= patch_width - 2)  # pairs touching a patch's first or last column
+    return float(diff[edge].mean() / diff[~edge].mean().clamp_min(1e-12))

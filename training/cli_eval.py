@@ -1,4 +1,4 @@
-"""`alis eval CKPT --data DIR|synthetic`: SWD, infinite SWD, their ratio and the wrap-seam score.
+"""`alis eval CKPT --data DIR|synthetic`: SWD, infinite SWD, their ratio, the wrap-seam and patch-grid scores.
 
     alis eval runs/tiny/latest.safetensors --data synthetic --num 512
 """
@@ -48,11 +48,13 @@ def run(argv: Sequence[str] | None) -> int:
     real = metrics.real_images(dataset, a.num, seed=a.seed)
     ref = metrics.SWDReference(real, seed=a.seed)
     ev = metrics.evaluate_generator(G, ref, seed=a.seed + 1)
-    seams = metrics.seam_scores(G, range(a.seed, a.seed + a.seam_seeds)) if a.seam_seeds > 0 else []
+    scores = metrics.strip_scores(G, range(a.seed, a.seed + a.seam_seeds)) if a.seam_seeds > 0 else []
+    seams, grids = [s for s, _ in scores], [g for _, g in scores]
     result = {"checkpoint": str(a.checkpoint), "data": str(a.data), "num": a.num, "resolution": G.img_resolution,
               "swd": ev.swd, "swd_inf": ev.swd_inf, "swd_ratio": ev.ratio,
               "swd_levels": ev.swd_levels, "swd_inf_levels": ev.swd_inf_levels,
               "seam_mean": statistics.fmean(seams) if seams else None, "seam_max": max(seams) if seams else None,
+              "grid_mean": statistics.fmean(grids) if grids else None,
               "seconds": time.perf_counter() - t0}
     if a.json:
         print(json.dumps(result))
@@ -66,6 +68,7 @@ def run(argv: Sequence[str] | None) -> int:
     if seams:
         print(f"{'seam score mean (~1 ideal)':<28}{result['seam_mean']:>10.3f}")
         print(f"{'seam score max':<28}{result['seam_max']:>10.3f}")
+        print(f"{'patch-grid score (~1 ideal)':<28}{result['grid_mean']:>10.3f}")
     levels = ", ".join(f"{x:.1f}" for x in ev.swd_levels)
     print(f"SWD per pyramid level, finest first: {levels}")
     return 0

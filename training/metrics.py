@@ -164,10 +164,16 @@ def panorama_crops(G, num: int, seed: int, anchors_per_panorama: int = 32) -> Te
 
 def seam_scores(G, seeds, num_anchors: int = 4) -> list[float]:
     """alis_core.seam_score of one wrapped strip per seed (about 1: the seam looks like any boundary)."""
+    return [s for s, _ in strip_scores(G, seeds, num_anchors)]
+
+
+def strip_scores(G, seeds, num_anchors: int = 4) -> list[tuple[float, float]]:
+    """(seam score, patch-grid score) of one wrapped strip per seed; both about 1 when invisible."""
     out = []
     for s in seeds:
         strip = alis_core.panorama(G, alis_core.sample_anchors(G, num_anchors, seed=int(s)), wrap=True)
-        out.append(alis_core.seam_score(strip, G.config.patch_width))
+        pw = G.config.patch_width
+        out.append((alis_core.seam_score(strip, pw), alis_core.patch_grid_score(strip, pw)))
     return out
 
 

@@ -1,6 +1,8 @@
 """Panorama engine: geometry, streaming, exact wraparound, seam score, anchors."""
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from alis_testing import make_tiny
@@ -114,3 +116,16 @@ def test_noise_modes_in_panoramas(tiny_G):
     assert not torch.equal(none, const)
     assert torch.equal(r1, alis_core.panorama(tiny_G, a, noise_mode="random", seed=1))
     assert not torch.equal(r1, alis_core.panorama(tiny_G, a, noise_mode="random", seed=2))
+
+
+def test_patch_grid_score_sees_lines_at_patch_edges():
+    x = torch.arange(256) * (2 * math.pi * 3 / 256)  # 3 periods over the strip: no seam, no grid
+    smooth = torch.sin(x).expand(3, 4, 256).clone()
+    assert 0.8 < alis_core.patch_grid_score(smooth, 16) < 1.25
+    lined = smooth.clone()
+    lined[:, :, 15::16] += 0.2  # a bright column at the right edge of every patch
+    assert alis_core.patch_grid_score(lined, 16) > 3
+    stepped = smooth + 0.5 * (torch.arange(256) // 16 % 2)  # alternate patches brighter
+    assert alis_core.patch_grid_score(stepped, 16) > 2
+    with pytest.raises(alis_core.AlisError, match="two patches"):
+        alis_core.patch_grid_score(smooth[:, :, :20], 16)

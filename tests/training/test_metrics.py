@@ -70,7 +70,7 @@ def test_eval_cli_prints_table_and_json(tmp_path, capsys):
         assert label in out
     assert eval_main([str(ckpt), "--data", "synthetic:16", "--num", "16", "--seam-seeds", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["swd"] > 0 and result["swd_inf"] > 0 and result["seam_mean"] > 0
+    assert result["swd"] > 0 and result["swd_inf"] > 0 and result["seam_mean"] > 0 and result["grid_mean"] > 0
     assert abs(result["swd_ratio"] - result["swd_inf"] / result["swd"]) < 1e-9
     assert eval_main([str(tmp_path / "missing.safetensors"), "--data", "synthetic"]) == 2
     assert "not found" in capsys.readouterr().err
