@@ -29,8 +29,12 @@ _HAS_FUSED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.
 
 
 def _conv_act(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int, groups: int = 1,
-              act: bool = True) -> Tensor:
-    """oneDNN convolution with bias and (optionally) the leaky ReLU fused into it (CPU only)."""
+              act: bool = True, add: Tensor | None = None) -> Tensor:
+    """oneDNN convolution (CPU only) with bias and either the leaky ReLU or the addition of `add`
+    (a tensor of the output's shape; oneDNN fuses no activation after an addition but ReLU)."""
+    if add is not None:
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, add, weight, bias, [padding] * 2, [1, 1], [1, 1],
+                                                              groups, "add", None, None, [], None)
     attr, scalars = ("leaky_relu", [LRELU_ALPHA]) if act else ("none", [])
     return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [padding] * 2, [1, 1], [1, 1], groups,
                                                    attr, scalars, "")
@@ -172,7 +176,7 @@ class _Context:
         out = []
         for lb, slot in zip(pos.left_border.tolist(), pos.slot.tolist()):
             fold = pos.canonical and (lb + slot) * pw >= w_dist
-            key = (block, lb, slot, fold, self.dtype, str(self.device))
+            key = (block, lb, slot, fold, self.dtype, self.fast, str(self.device))
             feats = self.cache.get(key)
             if feats is None:
                 shift = (lb * pw - w_dist) / w_dist * cfg.w_coord_dist + 1.0
@@ -183,6 +187,8 @@ class _Context:
                     x = x - cfg.w_coord_dist
                 y = (res - 1 - np.arange(res)) / res * 2 - 1
                 feats = coord_features(basis, x[None], y, use_cosine)[0].to(self.device, self.dtype)
+                if self.fast:  # the NHWC layout of the block input they are written into
+                    feats = feats.unsqueeze(0).contiguous(memory_format=CHANNELS_LAST)[0]
                 self.cache.put(key, feats)
             out.append(feats)
         return out
@@ -255,7 +261,9 @@ class SynthesisLayer(nn.Module):
     def modulation(self, w3: Tensor, ctx: _Context, res: int, dtype) -> Tensor:
         """SA-AdaIN input scales [B, I, 1, pw] for inputs of height `res`."""
         styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], 3, -1)
-        return ctx.column_styles(res)(styles).to(dtype)
+        mod = ctx.column_styles(res)(styles).to(dtype)
+        # with NHWC activations, channels innermost here too: a broadcast multiply then vectorises
+        return mod.contiguous(memory_format=CHANNELS_LAST) if ctx.fast else mod
 
     def forward(self, x: Tensor, w3: Tensor, ctx: _Context, premodulated: bool = False) -> Tensor:
         """x [B, I, h, pw], w3 [B, 3, w_dim] -> [B, O, h * up, pw * up]. Overwrites x when
@@ -306,8 +314,13 @@ class SynthesisLayer(nn.Module):
         b, _, h, w = x.shape
         noise = ctx.noise(self, (b, 1, h * self.up, w * self.up))
         act = noise is None  # noise goes in between the bias and the activation
+        add = None
+        if noise is not None and x.dtype != torch.float32:
+            # bfloat16 element-wise passes are slow on CPUs: let the convolution add the noise
+            # (in float32 the separate in-place addition is faster)
+            add, noise = (noise * LRELU_GAIN).expand(b, bias.shape[0], h * self.up, w * self.up), None
         if self.up == 1:
-            x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=act)
+            x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=act, add=add)
         else:
             o = bias.shape[0]
             filt = _blur_weight(o, x.dtype)
@@ -319,11 +332,13 @@ class SynthesisLayer(nn.Module):
                 bv[:, :, 0].zero_()
                 bv[:, 1:, 1:].view(b, h + 1, 2, w + 1, 2, o).copy_(
                     y.permute(0, 2, 3, 1).view(b, h + 1, w + 1, o, 2, 2).permute(0, 1, 4, 2, 5, 3))
-                x = _conv_act(buf, filt, bias, 0, groups=o, act=act)
+                x = _conv_act(buf, filt, bias, 0, groups=o, act=act, add=add)
             else:
-                x = _conv_act(F.conv_transpose2d(x, weight, stride=2), filt, bias, 1, groups=o, act=act)
+                x = _conv_act(F.conv_transpose2d(x, weight, stride=2), filt, bias, 1, groups=o, act=act, add=add)
         if noise is not None:
             x = F.leaky_relu_(x.add_(noise, alpha=LRELU_GAIN), LRELU_ALPHA)
+        elif add is not None:
+            x = F.leaky_relu_(x, LRELU_ALPHA)
         return x if self.conv_clamp is None else x.clamp_(-self.conv_clamp, self.conv_clamp)
 
 
