@@ -318,7 +318,8 @@ class SynthesisLayer(nn.Module):
         if noise is not None and x.dtype != torch.float32:
             # bfloat16 element-wise passes are slow on CPUs: let the convolution add the noise
             # (in float32 the separate in-place addition is faster)
-            add, noise = (noise * LRELU_GAIN).expand(b, bias.shape[0], h * self.up, w * self.up), None
+            add = (noise * LRELU_GAIN).to(x.dtype).expand(b, bias.shape[0], h * self.up, w * self.up)
+            noise = None
         if self.up == 1:
             x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=act, add=add)
         else:
