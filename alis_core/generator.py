@@ -308,6 +308,21 @@ class SynthesisLayer(nn.Module):
                 cache.popitem(last=False)
         return cache[key]
 
+    def _conv_transpose_small(self, x: Tensor, weight: Tensor) -> Tensor:
+        """F.conv_transpose2d(x, weight, stride=2) for inputs of a few pixels: every input pixel
+        times the whole kernel in one matmul, then nine strided additions. NHWC in and out."""
+        b, i, h, w = x.shape
+        key = ("matmul", weight.dtype)
+        if key not in self._packed_cache:
+            self._packed_cache[key] = weight.permute(0, 2, 3, 1).reshape(i, -1).contiguous()  # [I, 3*3*O]
+        o = weight.shape[1]
+        y = (x.permute(0, 2, 3, 1).reshape(-1, i) @ self._packed_cache[key]).view(b, h, w, 3, 3, o)
+        out = torch.zeros([b, 2 * h + 1, 2 * w + 1, o], dtype=x.dtype)
+        for ky in range(3):
+            for kx in range(3):
+                out[:, ky: ky + 2 * h: 2, kx: kx + 2 * w: 2] += y[:, :, :, ky, kx]
+        return out.permute(0, 3, 1, 2)
+
     def _forward_fused(self, x: Tensor, weight: Tensor, bias: Tensor, ctx: _Context) -> Tensor:
         """The fast path on the CPU without gradients: bias and leaky ReLU run inside the oneDNN
         convolution (inside the low-pass filter's convolution for the upsampling layers)."""
@@ -335,7 +350,11 @@ class SynthesisLayer(nn.Module):
                     y.permute(0, 2, 3, 1).view(b, h + 1, w + 1, o, 2, 2).permute(0, 1, 4, 2, 5, 3))
                 x = _conv_act(buf, filt, bias, 0, groups=o, act=act, add=add)
             else:
-                x = _conv_act(F.conv_transpose2d(x, weight, stride=2), filt, bias, 1, groups=o, act=act, add=add)
+                if b * h * w <= 4096:  # a few pixels, many channels: one matmul beats oneDNN's deconvolution
+                    y = self._conv_transpose_small(x, weight)
+                else:
+                    y = F.conv_transpose2d(x, weight, stride=2)
+                x = _conv_act(y, filt, bias, 1, groups=o, act=act, add=add)
         if noise is not None:
             x = F.leaky_relu_(x.add_(noise, alpha=LRELU_GAIN), LRELU_ALPHA)
         elif add is not None:
