@@ -25,6 +25,7 @@ from .layers import (LRELU_ALPHA, LRELU_GAIN, FullyConnected, conv_transpose3x3_
 
 NOISE_MODES = ("none", "const", "random")
 CHANNELS_LAST = torch.channels_last
+SMALL_DECONV_PIXELS = 4096  # fused float32 path: transposed convolutions of inputs this small are matmuls
 _HAS_FUSED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
 
 
@@ -350,7 +351,7 @@ class SynthesisLayer(nn.Module):
                     y.permute(0, 2, 3, 1).view(b, h + 1, w + 1, o, 2, 2).permute(0, 1, 4, 2, 5, 3))
                 x = _conv_act(buf, filt, bias, 0, groups=o, act=act, add=add)
             else:
-                if b * h * w <= 4096:  # a few pixels, many channels: one matmul beats oneDNN's deconvolution
+                if b * h * w <= SMALL_DECONV_PIXELS:  # one matmul beats oneDNN's deconvolution there
                     y = self._conv_transpose_small(x, weight)
                 else:
                     y = F.conv_transpose2d(x, weight, stride=2)

@@ -227,11 +227,13 @@ def test_fast_and_bfloat16_paths_match_exact(tiny_G):
     assert (bf16 - exact).abs().max() < 0.1 * scale and (bf16 - exact).abs().mean() < 0.01 * scale
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype,small_deconv", [(torch.float32, 4096), (torch.float32, 0), (torch.bfloat16, 4096)])
 @pytest.mark.parametrize("noise", ["none", "const"])
-def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype):
+def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype, small_deconv, monkeypatch):
     """Without gradients the CPU runs oneDNN convolutions with bias and activation fused, prepacked
-    weights and the toRGB matmul; with gradients enabled (weights frozen) the plain fast path runs."""
+    weights and the toRGB matmul; with gradients enabled (weights frozen) the plain fast path runs.
+    small_deconv 0: every float32 transposed convolution through oneDNN instead of the matmul."""
+    monkeypatch.setattr(alis_core.generator, "SMALL_DECONV_PIXELS", small_deconv)
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast, G.compute_dtype = True, dtype
     w = alis_core.sample_anchors(G, 3, seed=2)
