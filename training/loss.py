@@ -38,22 +38,25 @@ def seam_discontinuity(img: Tensor, grid_size: int) -> Tensor:
     continues linearly across them. Two parts, averaged over the boundaries:
     - per frame: the squared second differences at the two columns next to the boundary (a step,
       a line or a narrow valley there);
-    - per batch: over the 8 columns around the boundary, how far the batch's mean column profile
-      is from a straight line (a band that every patch edge shares, say darker edges, which the
-      frame-wise term barely sees). Real frames at random offsets have a flat mean profile."""
+    - per batch, weighted 10x: over the 16 columns around the boundary, how far the batch's mean
+      column profile is from a straight line (a brighter or darker band that every patch edge
+      shares, the visible grid, which the frame-wise term barely sees). Real frames at random
+      offsets have a flat mean profile, so this constrains no single image."""
     pw = img.shape[-1] // grid_size
     if grid_size < 2 or pw < 4:
         return img.new_zeros(img.shape[0])
-    t = torch.arange(8, dtype=img.dtype, device=img.device) - 3.5
+    half = min(8, pw)
+    t = torch.arange(2 * half, dtype=img.dtype, device=img.device) - (half - 0.5)
     terms = []
     for k in range(1, grid_size):
-        x = img[..., k * pw - 4: k * pw + 4]  # [N, C, H, 8]; the boundary lies between 3 and 4
-        d2 = x[..., 2:4] - 2 * x[..., 3:5] + x[..., 4:6]  # second differences centred on columns 3 and 4
+        x = img[..., k * pw - half: k * pw + half]  # [N, C, H, 2 * half]; the boundary in the middle
+        near = x[..., half - 2: half + 2]
+        d2 = near[..., :2] - 2 * near[..., 1:3] + near[..., 2:]  # second differences beside the boundary
         frame = d2.square().mean(dim=[1, 2, 3])
-        profile = x.mean(dim=[0, 2])  # [C, 8]
+        profile = x.mean(dim=[0, 2])  # [C, 2 * half]
         slope = (profile * t).sum(-1, keepdim=True) / t.square().sum()
         residual = profile - profile.mean(-1, keepdim=True) - slope * t
-        terms.append(frame + residual.square().mean())
+        terms.append(frame + 10 * residual.square().mean())
     return torch.stack(terms).mean(0)
 
 

@@ -1,10 +1,12 @@
-"""Make the README's panorama and skybox pictures with the README's own main command.
+"""Make the README's panorama and skybox pictures with the README's own main command, and the
+model card's sample strips.
 
     python docs/figures/readme_images.py [--checkpoint CKPT] [--seed 7]
 
 Runs `alis generate --wrap --seed SEED --out ... --equirect ... --cubemap ...` (the Quickstart
 command), then writes docs/img/panorama.png (the strip shown twice side by side, so the 360° seam
 sits in the middle of the picture) and docs/img/skybox.png (the equirect, scaled to 1024 px wide).
+docs/img/default_samples.png: wrapped 4-anchor strips of seeds 0-3, one per row, noise off.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+import alis_core  # noqa: E402
 from alis_core.image import load_image, save_png  # noqa: E402
 
 
@@ -44,7 +47,10 @@ def main() -> None:
         w = min(1024, sky.shape[2])
         sky = F.interpolate(sky[None], size=(w // 2, w), mode="bilinear", antialias=True, align_corners=False)[0]
         save_png(out / "skybox.png", sky.clamp(0, 1))
-    print(f"wrote {out / 'panorama.png'} and {out / 'skybox.png'}")
+    G = alis_core.load_generator(a.checkpoint, fast=True)
+    rows = [alis_core.panorama(G, alis_core.sample_anchors(G, 4, seed=s), wrap=True) for s in range(4)]
+    save_png(out / "default_samples.png", alis_core.to_unit(torch.cat(rows, dim=1)))
+    print(f"wrote {out / 'panorama.png'}, {out / 'skybox.png'} and {out / 'default_samples.png'}")
 
 
 if __name__ == "__main__":
