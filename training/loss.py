@@ -40,7 +40,8 @@ def seam_discontinuity(img: Tensor, grid_size: int) -> Tensor:
     - per batch, weighted 1000x: the high frequencies (the profile minus its 9-column running
       mean) of the batch's mean column profile. Bands or stripes locked to positions inside the
       patches, the visible grid, show there; content at random offsets averages out (real batches
-      of 16 score about 4e-7, a young generator 100x more), so it constrains no single image."""
+      of 16 score about 4e-7 before the 1000x, a young generator 100x more), so it constrains no
+      single image."""
     pw = img.shape[-1] // grid_size
     if grid_size < 2 or pw < 4:
         return img.new_zeros(img.shape[0])
