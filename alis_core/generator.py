@@ -503,6 +503,22 @@ class SynthesisNetwork(nn.Module):
         if pos.canonical and not self.periodic:
             pos = PatchPositions(pos.left_border, pos.slot, canonical=False)
         ctx = _Context(self.cfg, pos, ws3.device, dtype, noise_mode, generator, self.feature_cache, fast)
+        rng_state = generator.get_state() if generator is not None and ctx.fused else None
+        try:
+            return self._run(ws3, ctx)
+        except RuntimeError:
+            if not ctx.fused:
+                raise
+        # This CPU's oneDNN build lacks an operator or dtype of the fused path: use the plain fast
+        # path from now on (same numbers to float rounding), with the same random noise.
+        global _HAS_FUSED_CONV
+        _HAS_FUSED_CONV = False
+        if rng_state is not None:
+            generator.set_state(rng_state)
+        return self._run(ws3, _Context(self.cfg, pos, ws3.device, dtype, noise_mode, generator,
+                                       self.feature_cache, fast))
+
+    def _run(self, ws3: Tensor, ctx: _Context) -> Tensor:
         x = img = None
         for i, res in enumerate(self.cfg.block_resolutions):
             x, img = getattr(self, f"b{res}")(x, img, ws3[:, 2 * i: 2 * i + 3], ctx)

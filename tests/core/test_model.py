@@ -246,3 +246,23 @@ def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype,
     tol = 1e-5 if dtype == torch.float32 else 0.05
     assert (fused - plain).abs().max() <= tol * plain.abs().max()
     assert torch.equal(fused, again)
+
+
+def test_fused_path_falls_back_when_onednn_refuses(tiny_G, monkeypatch):
+    """A CPU whose oneDNN build lacks a fused operator gets the plain fast path, same pixels."""
+    G = copy.deepcopy(tiny_G).requires_grad_(False)
+    G.fast = True
+    w = alis_core.sample_anchors(G, 3, seed=2)
+    plain = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="random",
+                    generator=torch.Generator().manual_seed(5))  # gradients on: never fused
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("could not create a primitive")
+
+    monkeypatch.setattr(alis_core.generator, "_conv_act", refuse)
+    monkeypatch.setattr(alis_core.generator, "_HAS_FUSED_CONV", True)
+    with torch.no_grad():
+        out = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="random",
+                      generator=torch.Generator().manual_seed(5))
+    assert not alis_core.generator._HAS_FUSED_CONV
+    assert (out - plain).abs().max() <= 1e-5 * plain.abs().max()
