@@ -47,9 +47,9 @@ class TrainConfig:
     pl_interval: int = 4
     pl_batch_shrink: int = 2
     pl_decay: float = 0.01
-    # Not in the paper: penalise a break in the image across the patch boundaries of each frame
-    # (patches are zero-padded separately, which draws thin lines there until G learns to hide
-    # them). Helps short CPU runs; 0 is the paper's objective.
+    # Not in the paper: penalise how much fake frames show their patches (loss.seam_discontinuity:
+    # breaks at the boundaries, bands locked to patch positions; zero-padded patches draw lines
+    # there until G learns to hide them). 0 is the paper's objective.
     seam_weight: float = 0.0
     style_mixing_prob: float = 0.9
     ema_kimg: float = 10.0  # EMA half-life in thousands of images

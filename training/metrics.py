@@ -162,11 +162,6 @@ def panorama_crops(G, num: int, seed: int, anchors_per_panorama: int = 32) -> Te
     return torch.cat(crops).clamp(-1, 1)
 
 
-def seam_scores(G, seeds, num_anchors: int = 4) -> list[float]:
-    """alis_core.seam_score of one wrapped strip per seed (about 1: the seam looks like any boundary)."""
-    return [s for s, _ in strip_scores(G, seeds, num_anchors)]
-
-
 def strip_scores(G, seeds, num_anchors: int = 4) -> list[tuple[float, float]]:
     """(seam score, patch-grid score) of one wrapped strip per seed; both about 1 when invisible."""
     out = []
