@@ -9,11 +9,31 @@ See docs/ARCHITECTURE.md for how the paper's terms map to the code.
 import os as _os
 import sys as _sys
 
+
+def _keep_freed_memory() -> None:
+    """Let glibc keep freed blocks for the next frame instead of unmapping them (above 32 MB it
+    always does) or trimming the heap: without this, every frame of a large model page-faults its
+    activations in again (measured: 1024 px frames 10-15% faster and without 2x outliers). The
+    price: the process keeps its peak memory until it exits. A user's own malloc settings win."""
+    if not _sys.platform.startswith("linux") or any(k in _os.environ for k in (
+            "GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 if "torch" not in _sys.modules:
+    # This process is ours (the CLI, a script), not a host application's: tune its memory.
     # Large activations (100+ MB at 1024 px) are fresh allocations; on transparent huge pages their
     # first touch faults 512x less often: about 20% faster frames on a CPU. PyTorch reads this
     # switch once, when it first allocates, so it only takes effect before torch is imported.
     _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    _keep_freed_memory()
 
 from .anchors import anchors_from_seeds, latents_to_anchors, parse_seed_list, sample_anchors, sample_latents
 from .checkpoint import (DEFAULT_CHECKPOINT, convert_official, load_discriminator, load_generator,

@@ -69,6 +69,65 @@ def conv_transpose3x3_up2(x: Tensor, weight_t: Tensor) -> Tensor:
     return F.conv2d(x, _filter_2d(c, 4.0, x.dtype, x.device), padding=1, groups=c)
 
 
+# Winograd F(4x4, 3x3) (Lavin & Gray 2016, interpolation points 0, +-1, +-2, infinity): a 6x6
+# input tile gives a 4x4 output tile with 36 multiplications per channel pair instead of 144.
+_WINO_BT = ((4, 0, -5, 0, 1, 0), (0, -4, -4, 1, 1, 0), (0, 4, -4, -1, 1, 0),
+            (0, -2, -1, 2, 1, 0), (0, 2, -1, -2, 1, 0), (0, 4, 0, -5, 0, 1))
+_WINO_G = ((1 / 4, 0, 0), (-1 / 6, -1 / 6, -1 / 6), (-1 / 6, 1 / 6, -1 / 6),
+           (1 / 24, 1 / 12, 1 / 6), (1 / 24, -1 / 12, 1 / 6), (0, 0, 1))
+_WINO_AT = ((1, 1, 1, 1, 1, 0), (0, 1, -1, 2, -2, 0), (0, 1, 1, 4, 4, 0), (0, 1, -1, 8, -8, 1))
+_WINO_MATS: dict = {}
+
+
+def _winograd_mats(dtype, device) -> tuple[Tensor, Tensor]:
+    """Both 2D transforms as Kronecker products: input [36, 36], output [16, 36]."""
+    key = (dtype, str(device))
+    if key not in _WINO_MATS:
+        bt, at = (torch.tensor(m, dtype=torch.float64) for m in (_WINO_BT, _WINO_AT))
+        _WINO_MATS[key] = (torch.kron(bt, bt).to(device, dtype), torch.kron(at, at).to(device, dtype))
+    return _WINO_MATS[key]
+
+
+def winograd_weight(weight: Tensor) -> Tensor:
+    """A 3x3 convolution weight [O, I, 3, 3] in the Winograd domain: [36, I, O] (computed in float64)."""
+    g = torch.tensor(_WINO_G, dtype=torch.float64, device=weight.device)
+    u = g @ weight.to(torch.float64) @ g.t()  # [O, I, 6, 6]
+    return u.permute(2, 3, 1, 0).reshape(36, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+
+
+def conv3x3_winograd(x: Tensor, weight_wino: Tensor, bias: Tensor | None = None) -> Tensor:
+    """F.conv2d(x, weight, bias, padding=1) by Winograd F(4x4, 3x3), for H and W multiples of 4.
+
+    x [B, I, H, W] (best in channels-last memory), weight_wino from `winograd_weight` -> [B, O, H, W]
+    in channels-last memory. 2.25x fewer multiply-adds than the direct convolution, paid for with
+    three passes over tiles 2.25x the size of the input and output: a gain for 256+ channels.
+    Relative error about 1e-5 in float32.
+    """
+    b, c, h, w = x.shape
+    o = weight_wino.shape[2]
+    if h % 4 or w % 4:
+        raise ValueError(f"conv3x3_winograd needs H and W multiples of 4, got {h}x{w}")
+    ty, tx = h // 4, w // 4
+    k_in, k_out = _winograd_mats(x.dtype, x.device)
+    xp = x.new_empty([b, h + 2, w + 2, c])  # zero-padded, NHWC
+    for border in (xp[:, 0], xp[:, -1], xp[:, :, 0], xp[:, :, -1]):
+        border.zero_()
+    xp[:, 1:-1, 1:-1] = x.permute(0, 2, 3, 1)
+    s = xp.stride()
+    tiles = xp.as_strided([6, 6, b, ty, tx, c], [s[1], s[2], s[0], 4 * s[1], 4 * s[2], 1])  # overlapping
+    v = (k_in @ tiles.reshape(36, -1)).view(36, -1, c)  # [36, tiles, I]
+    m = torch.bmm(v, weight_wino)  # [36, tiles, O]
+    y = (k_out @ m.view(36, -1)).view(4, 4, b, ty, tx, o)
+    out = torch.empty([b, o, h, w], dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
+    tiled = out.permute(0, 2, 3, 1).view(b, ty, 4, tx, 4, o)
+    y = y.permute(2, 3, 0, 4, 1, 5)
+    if bias is None:
+        tiled.copy_(y)
+    else:
+        torch.add(y, bias.to(x.dtype), out=tiled)
+    return out
+
+
 def downsample2d(x: Tensor, pad: tuple[int, int]) -> Tensor:
     """Low-pass filter then keep every second pixel (StyleGAN2's downsampling path)."""
     c = x.shape[1]
