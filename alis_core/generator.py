@@ -26,7 +26,7 @@ from .layers import (LRELU_ALPHA, LRELU_GAIN, FullyConnected, conv3x3_winograd, 
 NOISE_MODES = ("none", "const", "random")
 CHANNELS_LAST = torch.channels_last
 SMALL_DECONV_PIXELS = 4096  # fused float32 path: transposed convolutions of inputs this small are matmuls
-WINOGRAD_MIN_CHANNELS = 256  # fused float32 path: 3x3 convolutions this wide (in and out) and
+WINOGRAD_MIN_CHANNELS = 128  # fused float32 path: 3x3 convolutions this wide (in and out) and
 WINOGRAD_MIN_PIXELS = 1024  # this large (batch x height x width) use Winograd F(4x4, 3x3)
 _HAS_FUSED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
 
@@ -313,11 +313,11 @@ class SynthesisLayer(nn.Module):
 
     @staticmethod
     def _use_winograd(x: Tensor, weight: Tensor) -> bool:
-        """Winograd F(4x4, 3x3) pays for its tile transforms from 256 channels on (measured:
-        about 2x faster than oneDNN's direct convolution at 512 channels, 1.2-1.9x at 256, slower
-        at 128), and for its 4x larger weights from about 64 tiles on (below, reading the weights
-        from memory costs more than the multiplications saved); float32 only (its transforms
-        would lose bfloat16's few bits of precision)."""
+        """Winograd F(4x4, 3x3) pays for its tile transforms from 128 channels on (measured per
+        layer: about 2x faster than oneDNN's direct convolution at 512 channels, 1.2-1.9x at 256,
+        a few % at 128, slower at 64), and for its 4x larger weights from about 64 tiles on
+        (below, reading the weights from memory costs more than the multiplications saved);
+        float32 only (its transforms would lose bfloat16's few bits of precision)."""
         b, i, h, w = x.shape
         return (x.dtype == torch.float32 and min(i, weight.shape[0]) >= WINOGRAD_MIN_CHANNELS
                 and b * h * w >= WINOGRAD_MIN_PIXELS and h % 4 == 0 and w % 4 == 0)
