@@ -356,9 +356,8 @@ class SynthesisLayer(nn.Module):
             add = (noise * LRELU_GAIN).to(x.dtype).expand(b, bias.shape[0], h * self.up, w * self.up)
             noise = None
         if self.up == 1 and self._use_winograd(x, weight):
-            x = conv3x3_winograd(x, self._winograd(weight), bias)
-            if act:
-                x = F.leaky_relu_(x, LRELU_ALPHA)
+            x = F.leaky_relu_(conv3x3_winograd(x, self._winograd(weight), bias, noise, LRELU_GAIN), LRELU_ALPHA)
+            noise = None
         elif self.up == 1:
             x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=act, add=add)
         else:

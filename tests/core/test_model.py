@@ -290,5 +290,8 @@ def test_winograd_convolution_equals_direct(shape):
         assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
     nobias = conv3x3_winograd(x, winograd_weight(w))
     assert torch.allclose(nobias + b.reshape(1, -1, 1, 1), out, atol=1e-5 * ref.abs().max().item())
+    noise = torch.randn(shape[0], 1, shape[2], shape[3], generator=g)
+    noisy = conv3x3_winograd(x, winograd_weight(w), b, noise, alpha=0.5)
+    assert (noisy - (ref + 0.5 * noise)).abs().max() <= 1e-5 * ref.abs().max()
     with pytest.raises(ValueError, match="multiples of 4"):
         conv3x3_winograd(x[..., :3], winograd_weight(w))
