@@ -364,6 +364,8 @@ def resolve_device(device: str) -> str:
 
 def load_generator_cached(checkpoint: str, device: str):
     """alis_core.load_generator, cached per (path, device, mtime) so repeated runs skip the load."""
+    import torch  # noqa: F401  (first: `import alis_core` then leaves Blender's process memory settings alone)
+
     import alis_core
 
     path = checkpoint or None
