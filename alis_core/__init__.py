@@ -10,6 +10,9 @@ import os as _os
 import sys as _sys
 
 
+MALLOC_TUNED = False  # whether this import tuned glibc's malloc (see _keep_freed_memory)
+
+
 def _keep_freed_memory() -> None:
     """Let glibc keep freed blocks for the next frame instead of unmapping them (above 32 MB it
     always does) or trimming the heap: without this, every frame of a large model page-faults its
@@ -21,10 +24,12 @@ def _keep_freed_memory() -> None:
     try:
         import ctypes
         libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
+        ok = libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap
+        ok &= libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
     except (OSError, AttributeError):  # not glibc
-        pass
+        return
+    global MALLOC_TUNED
+    MALLOC_TUNED = bool(ok)
 
 
 if "torch" not in _sys.modules:

@@ -138,7 +138,8 @@ def main() -> None:
 
     threads = torch.get_num_threads()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {threads}, "
-          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}")
+          f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, "
+          f"malloc keeps freed blocks: {'yes' if alis_core.MALLOC_TUNED else 'no'}")
     peaks = {name: matmul_peak(DTYPES[name]) for name in ("float32", "bfloat16")}
     print(f"matmul peak (2048^3): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
           f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")

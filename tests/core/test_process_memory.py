@@ -17,6 +17,9 @@ import ctypes, sys
 ORDER = sys.argv[1].split(",")
 for name in ORDER:
     __import__(name)
+if "alis_core" in ORDER:
+    import alis_core
+    print("tuned" if alis_core.MALLOC_TUNED else "untouched")
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
                 ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
@@ -36,7 +39,9 @@ def _mmapped_bytes(order: str, **env) -> int:
                                                             "MALLOC_TRIM_THRESHOLD_")}
     r = subprocess.run([sys.executable, "-c", PROBE, order], capture_output=True, text=True, cwd=ROOT,
                        env={**base, **env}, check=True)
-    return int(r.stdout.split()[-1])
+    *flag, mapped = r.stdout.split()
+    assert flag == [] or flag[0] == ("tuned" if int(mapped) == 0 else "untouched")  # the flag tells the truth
+    return int(mapped)
 
 
 def _has_mallinfo2() -> bool:
