@@ -112,6 +112,10 @@ def _add_generate(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
     p.add_argument("--batch-size", type=int, default=8, help="patches per forward pass (default 8)")
+    p.add_argument("--context", action=argparse.BooleanOptionalAction, default=True,
+                   help="compute each batch of patches with its neighbouring columns, so that no patch grid "
+                        "shows (default); --no-context: every patch on its own, as in the paper "
+                        "(with --exact, the official model's pixels)")
     p.add_argument("--exact", action="store_true",
                    help="float32 in the official order of operations (slower; for parity checks)")
     p.add_argument("--out", default=None, help="panorama strip PNG (default panorama.png if nothing else is asked)")
@@ -177,7 +181,7 @@ def cmd_generate(a) -> int:
         raise AlisError(f"--width {a.width} exceeds the {natural} px that {k} anchors give "
                         f"({spacing} px each); raise --anchors or drop it to let --width choose")
     label = "alis generate"
-    kwargs = dict(wrap=wrap, noise_mode=a.noise, batch_size=a.batch_size, seed=a.seed)
+    kwargs = dict(wrap=wrap, noise_mode=a.noise, batch_size=a.batch_size, seed=a.seed, context=a.context)
     written: list[str] = []
 
     if a.tiles:
@@ -189,7 +193,7 @@ def cmd_generate(a) -> int:
     strip = panorama(G, anchors, width=a.width, progress=ProgressReporter(label, a.progress_format), **kwargs)
     strip01 = to_unit(strip)
     meta = {"Software": "alis", "alis": json.dumps({"seed": a.seed, "seeds": a.seeds, "anchors": k, "wrap": wrap,
-                                                    "psi": a.psi, "noise": a.noise,
+                                                    "psi": a.psi, "noise": a.noise, "context": a.context,
                                                     "checkpoint": Path(a.checkpoint).name if a.checkpoint else "default"})}
     if out:
         written.append(str(save_png(out, strip01, bits=a.bits, text=meta)))

@@ -8,6 +8,7 @@ Vocabulary (ALIS, Skorokhodov et al. 2021):
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -28,6 +29,9 @@ CHANNELS_LAST = torch.channels_last
 SMALL_DECONV_PIXELS = 4096  # fused float32 path: transposed convolutions of inputs this small are matmuls
 WINOGRAD_MIN_CHANNELS = 128  # fused float32 path: 3x3 convolutions this wide (in and out) and
 WINOGRAD_MIN_PIXELS = 1024  # this large (batch x height x width) use Winograd F(4x4, 3x3)
+# Context rendering: extra columns each side at every resolution that make a strip's columns equal
+# one convolution over the whole panorama (measured: 4 leaves errors of 1e-2, 6 is exact to 1e-6).
+CONTEXT_MARGIN = 6
 _HAS_FUSED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
 
 
@@ -70,52 +74,72 @@ class MappingNetwork(nn.Module):
 
 @dataclass
 class PatchPositions:
-    """Where each patch of a batch sits: B patches, each `slot`-th patch of a frame whose left border
-    is `left_border` patches from the window's left anchor. Positions live on the CPU (numpy)."""
+    """Where each element of a batch sits: its first patch is the `slot`-th patch of a frame whose
+    left border is `left_border` patches from the first anchor it is given (a window's left anchor).
+    Positions live on the CPU (numpy).
+
+    By default an element is one patch computed on its own, as in the paper (`span` 1, `margin` 0).
+    Context rendering computes `span` consecutive patches as one strip, with `margin` extra columns
+    on each side at every resolution (the next block reads `margin // 2` of them): its convolutions
+    see the neighbouring columns instead of zero padding, and the strip is cropped at the end.
+    """
 
     left_border: np.ndarray  # [B] int
     slot: np.ndarray  # [B] int, 0 <= slot < grid_size
-    canonical: bool = False  # fold positions in the right half onto the left half (exact periodicity)
+    canonical: bool = False  # fold positions by whole anchor intervals onto the first (exact periodicity)
+    margin: int = 0  # extra columns each side, at every resolution (even)
+    span: int = 1  # patches per batch element
 
     @property
     def index(self) -> np.ndarray:
         return self.left_border + self.slot
 
+    def columns(self, pw: int, margin: int) -> np.ndarray:
+        """Columns [B, span * pw + 2 * margin] at a resolution with `pw` columns per patch,
+        counted from the first anchor (may be negative or past the window without enough anchors)."""
+        return (self.index * pw - margin)[:, None] + np.arange(self.span * pw + 2 * margin)[None, :]
+
 
 class _ColumnStyles:
     """Per-column style interpolation (ALIS Sec. 3.2, Spatially-Aligned AdaIN) at one resolution.
 
-    A window spans 2 * w_dist columns: styles go linearly from the left to the centre anchor over
-    the first half (sampled at pixel centres), and from the centre to the right anchor after it.
+    Anchors sit every w_dist columns; between anchors k and k+1 the styles go linearly from one to
+    the other (sampled at pixel centres). A window is three anchors (two intervals); context
+    rendering passes as many as its columns reach.
     """
 
-    def __init__(self, cfg: GeneratorConfig, res: int, pos: PatchPositions, device):
+    def __init__(self, cfg: GeneratorConfig, res: int, width: int, pos: PatchPositions, num_anchors: int, device):
         w_dist = int(0.5 * cfg.w_coord_dist * res)
         pw = res // cfg.grid_size
         m = cfg.w_lerp_multiplier
         t = torch.linspace(1 / (2 * w_dist), 1 - 1 / (2 * w_dist), w_dist, dtype=torch.float32) * m
-        cols = torch.from_numpy(pos.index * pw)[:, None] + torch.arange(pw)[None, :]  # [B, pw]
-        if cols.max() >= 2 * w_dist:
-            raise AlisError(f"patch position {int(pos.index.max())} lies outside its anchor window")
-        right = cols >= w_dist
+        cols = torch.from_numpy(pos.columns(pw, (width - pos.span * pw) // 2))  # [B, W]
+        k = cols.div(w_dist, rounding_mode="floor")  # the anchor on each column's left
+        if cols.min() < 0 or k.max() + 1 >= num_anchors:
+            raise AlisError(f"patch position {int(pos.index.max())} lies outside its anchor window "
+                            f"({num_anchors} anchors)")
         tt = t[cols % w_dist]
-        self.coef_a = (m - tt).unsqueeze(1).to(device)  # [B, 1, pw]
+        self.k = k.to(device)  # [B, W]
+        self.coef_a = (m - tt).unsqueeze(1).to(device)  # [B, 1, W]
         self.coef_b = tt.unsqueeze(1).to(device)
-        self.right = right.unsqueeze(1).to(device)  # [B, 1, pw]
+        self.single = bool((k == k[:, :1]).all())  # every element lies between the same two anchors
 
     def __call__(self, styles: Tensor) -> Tensor:
-        """styles [B, 3, C] (left, centre, right) -> modulation [B, C, 1, pw]."""
-        s0, s1, s2 = (s.unsqueeze(2) for s in styles.unbind(1))  # [B, C, 1]
-        sa = torch.where(self.right, s1, s0)
-        sb = torch.where(self.right, s2, s1)
-        return (sa * self.coef_a + sb * self.coef_b).unsqueeze(2)
+        """styles [B, A, C] (one per anchor) -> modulation [B, C, 1, W]."""
+        s = styles.transpose(1, 2)  # [B, C, A]
+        k = self.k.unsqueeze(1).expand(-1, s.shape[1], -1)
+        return (s.gather(2, k) * self.coef_a + s.gather(2, k + 1) * self.coef_b).unsqueeze(2)
 
     def ends(self, styles: Tensor) -> tuple[Tensor, Tensor]:
-        """The two anchor styles each patch interpolates between, [B, C] each: a patch never
-        straddles the window's centre (anchor intervals are whole patches)."""
-        right = self.right[:, :, :1]  # [B, 1, 1]
-        s0, s1, s2 = (s.unsqueeze(2) for s in styles.unbind(1))
-        return torch.where(right, s1, s0)[:, :, 0], torch.where(right, s2, s1)[:, :, 0]
+        """The two anchor styles each element interpolates between, [B, C] each (`single` only)."""
+        rows, k = torch.arange(styles.shape[0], device=styles.device), self.k[:, 0]
+        return styles[rows, k], styles[rows, k + 1]
+
+    def dense(self, num_anchors: int) -> Tensor:
+        """Each anchor's weight at each column, [B, A, W] (two non-zeros per column)."""
+        out = torch.zeros([self.k.shape[0], num_anchors, self.k.shape[1]], device=self.k.device)
+        out.scatter_(1, self.k.unsqueeze(1), self.coef_a)
+        return out.scatter_(1, self.k.unsqueeze(1) + 1, self.coef_b)
 
 
 class _FeatureCache:
@@ -151,43 +175,49 @@ class _Scratch(OrderedDict):
 class _Context:
     """Everything a forward pass shares across layers: positions, per-resolution column styles."""
 
-    def __init__(self, cfg: GeneratorConfig, pos: PatchPositions, device, dtype, noise_mode: str,
-                 generator: torch.Generator | None, cache: "_FeatureCache", fast: bool = False):
+    def __init__(self, cfg: GeneratorConfig, pos: PatchPositions, num_anchors: int, device, dtype,
+                 noise_mode: str, generator: torch.Generator | None, cache: "_FeatureCache", fast: bool = False):
         self.cfg, self.pos, self.device, self.dtype, self.cache = cfg, pos, device, dtype, cache
+        self.num_anchors = num_anchors
         self.noise_mode, self.generator = noise_mode, generator
         self.inplace = not torch.is_grad_enabled()  # inference: overwrite activations nobody needs
         self.fast = fast or dtype != torch.float32
         # CPU inference on the fast path: oneDNN convolutions with bias and activation fused in,
         # conv inputs assembled and modulated in one pass, toRGB as one small matmul per patch.
         self.fused = self.fast and self.inplace and device.type == "cpu" and _HAS_FUSED_CONV
-        self._cols: dict[int, _ColumnStyles] = {}
+        self._cols: dict[tuple[int, int], _ColumnStyles] = {}
 
-    def column_styles(self, res: int) -> _ColumnStyles:
-        if res not in self._cols:
-            self._cols[res] = _ColumnStyles(self.cfg, res, self.pos, self.device)
-        return self._cols[res]
+    def margin(self, res: int, width: int) -> int:
+        """Context columns on each side of activations `width` columns wide at resolution `res`."""
+        return (width - self.pos.span * (res // self.cfg.grid_size)) // 2
 
-    def coords(self, block: int, res: int, basis: Tensor, use_cosine: bool) -> list[Tensor]:
-        """Coordinate features of every patch at resolution `res`: B tensors [D, res, res // grid_size].
+    def column_styles(self, res: int, width: int) -> _ColumnStyles:
+        """The column styles of activations [B, C, res, width]."""
+        if (res, width) not in self._cols:
+            self._cols[res, width] = _ColumnStyles(self.cfg, res, width, self.pos, self.num_anchors, self.device)
+        return self._cols[res, width]
+
+    def coords(self, block: int, res: int, width: int, basis: Tensor, use_cosine: bool) -> list[Tensor]:
+        """Coordinate features of every element at resolution `res`: B tensors [D, res, width].
 
         x is relative to the window, as the official `generate_shifted_coords` computes it.
-        Features depend on the block and the patch position only, so they are cached per position.
+        Features depend on the block and the position only, so they are cached per position.
         """
         cfg, pos = self.cfg, self.pos
         pw = res // cfg.grid_size
         w_dist = int(0.5 * cfg.w_coord_dist * res)
+        margin = self.margin(res, width)
         out = []
-        for lb, slot in zip(pos.left_border.tolist(), pos.slot.tolist()):
-            fold = pos.canonical and (lb + slot) * pw >= w_dist
-            key = (block, lb, slot, fold, self.dtype, self.fast, str(self.device))
+        for i, (lb, slot) in enumerate(zip(pos.left_border.tolist(), pos.slot.tolist())):
+            key = (block, lb, slot, margin, pos.span, pos.canonical, self.dtype, self.fast, str(self.device))
             feats = self.cache.get(key)
             if feats is None:
                 shift = (lb * pw - w_dist) / w_dist * cfg.w_coord_dist + 1.0
-                x = (slot * pw + np.arange(pw)) / res * 2 - 1 + shift
-                if fold:
-                    # The right half of a window equals the left half of the next one, up to whole
-                    # periods of every feature (SynthesisNetwork.periodic): fold it for exact equality.
-                    x = x - cfg.w_coord_dist
+                x = (slot * pw - margin + np.arange(width)) / res * 2 - 1 + shift
+                if pos.canonical:
+                    # Every anchor interval equals the first one up to whole periods of every
+                    # feature (SynthesisNetwork.periodic): fold the columns onto it for exact equality.
+                    x = x - (pos.columns(pw, margin)[i] // w_dist) * cfg.w_coord_dist
                 y = (res - 1 - np.arange(res)) / res * 2 - 1
                 feats = coord_features(basis, x[None], y, use_cosine)[0].to(self.device, self.dtype)
                 if self.fast:  # the NHWC layout of the block input they are written into
@@ -199,13 +229,16 @@ class _Context:
     def noise(self, layer: "SynthesisLayer", shape) -> Tensor | None:
         if self.noise_mode == "none":
             return None
-        b, _, h, pw = shape
+        b, _, h, w = shape
         if self.noise_mode == "const":
+            # column j of patch slot s reads column s * pw + j of the frame-wide buffer; context
+            # columns read their neighbours' (the buffer repeats every frame)
             slots = torch.from_numpy(self.pos.slot).to(self.device)
-            cols = slots[:, None] * pw + torch.arange(pw, device=self.device)[None, :]  # [B, pw]
-            n = layer.noise_const.to(self.dtype)[:, cols].permute(1, 0, 2).unsqueeze(1)  # [B, 1, h, pw]
+            pw, margin = h // self.cfg.grid_size, self.margin(h, w)
+            cols = (slots[:, None] * pw - margin + torch.arange(w, device=self.device)[None, :]) % h  # [B, w]
+            n = layer.noise_const.to(self.dtype)[:, cols].permute(1, 0, 2).unsqueeze(1)  # [B, 1, h, w]
         else:
-            n = torch.randn([b, 1, h, pw], generator=self.generator, device="cpu")
+            n = torch.randn([b, 1, h, w], generator=self.generator, device="cpu")
             n = n.to(device=self.device, dtype=self.dtype)
         return n * layer.noise_strength.to(self.dtype)
 
@@ -261,10 +294,10 @@ class SynthesisLayer(nn.Module):
             self._packed_cache.clear()
         return out
 
-    def modulation(self, w3: Tensor, ctx: _Context, res: int, dtype) -> Tensor:
-        """SA-AdaIN input scales [B, I, 1, pw] for inputs of height `res`."""
-        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], 3, -1)
-        mod = ctx.column_styles(res)(styles).to(dtype)
+    def modulation(self, w3: Tensor, ctx: _Context, res: int, width: int, dtype) -> Tensor:
+        """SA-AdaIN input scales [B, I, 1, width] for inputs [B, I, res, width]."""
+        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], w3.shape[1], -1)
+        mod = ctx.column_styles(res, width)(styles).to(dtype)
         # with NHWC activations, channels innermost here too: a broadcast multiply then vectorises
         return mod.contiguous(memory_format=CHANNELS_LAST) if ctx.fast else mod
 
@@ -274,7 +307,7 @@ class SynthesisLayer(nn.Module):
         by `modulation` (the fused path assembles and scales a block's input in one pass)."""
         ip = ctx.inplace
         if not premodulated:
-            mod = self.modulation(w3, ctx, x.shape[2], x.dtype)
+            mod = self.modulation(w3, ctx, x.shape[2], x.shape[3], x.dtype)
             x = x.mul_(mod) if ip else x * mod
         weight, bias, demod = self.prepared_weights(x.dtype, ctx.fast)
         if ctx.fused:
@@ -408,8 +441,8 @@ class ToRGB(nn.Module):
         self.weight_gain = 1 / math.sqrt(in_channels)
 
     def forward(self, x: Tensor, w3: Tensor, ctx: _Context) -> Tensor:
-        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], 3, -1) * self.weight_gain
-        cols = ctx.column_styles(x.shape[2])
+        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], w3.shape[1], -1) * self.weight_gain
+        cols = ctx.column_styles(x.shape[2], x.shape[3])
         if ctx.fused:
             return self._forward_fused(x, styles, cols)
         x = x * cols(styles).to(x.dtype)  # x is still needed by the next block
@@ -419,17 +452,24 @@ class ToRGB(nn.Module):
         return x.clamp_(-self.conv_clamp, self.conv_clamp) if ctx.inplace else x.clamp(-self.conv_clamp, self.conv_clamp)
 
     def _forward_fused(self, x: Tensor, styles: Tensor, cols: _ColumnStyles) -> Tensor:
-        """Without touching x: the styles at the patch's two anchors fold into two weight matrices,
-        one matmul per patch gives both RGB images, and the per-column weights blend them.
-        x [B, C, h, pw] (NHWC memory) -> [B, 3, h, pw] float32 (NHWC memory)."""
-        b, c, h, pw = x.shape
-        sa, sb = cols.ends(styles)  # [B, C]
+        """Without touching x: the styles at the anchors fold into one weight matrix per anchor, one
+        matmul per element gives every anchor's RGB image, and the per-column weights blend them.
+        x [B, C, h, w] (NHWC memory) -> [B, 3, h, w] float32 (NHWC memory)."""
+        b, c, h, w = x.shape
         wt = self.weight[:, :, 0, 0].t()  # [C, 3]
-        wm = torch.cat([wt * sa.unsqueeze(2), wt * sb.unsqueeze(2)], dim=2).to(x.dtype)  # [B, C, 6]
-        y = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * pw, c), wm).float().view(b, h, pw, 6)
-        ca, cb = cols.coef_a[:, 0, :, None], cols.coef_b[:, 0, :, None]  # [B, pw, 1]
-        y = torch.addcmul(torch.addcmul(self.bias, y[..., :3], ca.unsqueeze(1)), y[..., 3:], cb.unsqueeze(1))
-        y = y.permute(0, 3, 1, 2)  # [B, 3, h, pw]
+        if cols.single:  # a patch: between two anchors
+            sa, sb = cols.ends(styles)  # [B, C]
+            wm = torch.cat([wt * sa.unsqueeze(2), wt * sb.unsqueeze(2)], dim=2).to(x.dtype)  # [B, C, 6]
+            y = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), wm).float().view(b, h, w, 6)
+            ca, cb = cols.coef_a[:, 0, :, None], cols.coef_b[:, 0, :, None]  # [B, w, 1]
+            y = torch.addcmul(torch.addcmul(self.bias, y[..., :3], ca.unsqueeze(1)), y[..., 3:], cb.unsqueeze(1))
+        else:  # a strip across anchors (context rendering)
+            a = styles.shape[1]
+            wm = (styles.transpose(1, 2).unsqueeze(3) * wt[None, :, None, :]).reshape(b, c, 3 * a).to(x.dtype)
+            y = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), wm).float().view(b, h, w, a, 3)
+            coef = cols.dense(a).transpose(1, 2)[:, None, :, :, None]  # [B, 1, w, A, 1]
+            y = (y * coef).sum(dim=3).add_(self.bias)
+        y = y.permute(0, 3, 1, 2)  # [B, 3, h, w]
         return y if self.conv_clamp is None else y.clamp_(-self.conv_clamp, self.conv_clamp)
 
 
@@ -446,11 +486,11 @@ class GridInput(nn.Module):
 
     def forward(self, w3: Tensor, ctx: _Context) -> Tensor:
         b = w3.shape[0]
-        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(b, 3, -1)
-        pw = 4 // ctx.cfg.grid_size
-        x = self.input_column[None, :, :, None].expand(b, -1, -1, pw)  # [B, C, 4, pw]
-        x = x * ctx.column_styles(4)(styles)
-        return torch.cat([x, torch.stack(ctx.coords(4, 4, self.basis, True)).to(x.dtype)], dim=1)
+        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(b, w3.shape[1], -1)
+        width = ctx.pos.span * (4 // ctx.cfg.grid_size) + 2 * ctx.pos.margin
+        x = self.input_column[None, :, :, None].expand(b, -1, -1, width)  # [B, C, 4, width]
+        x = x * ctx.column_styles(4, width)(styles)
+        return torch.cat([x, torch.stack(ctx.coords(4, 4, width, self.basis, True)).to(x.dtype)], dim=1)
 
 
 class SynthesisBlock(nn.Module):
@@ -476,16 +516,19 @@ class SynthesisBlock(nn.Module):
         self.torgb = ToRGB(out_ch, cfg.img_channels, cfg.w_dim, cfg.conv_clamp)
 
     def forward(self, x: Tensor | None, img: Tensor | None, ws3: Tensor, ctx: _Context):
-        """ws3 [B, 3 layers, 3 anchors, w_dim] -> (x, img)."""
+        """ws3 [B, 3 layers, A anchors, w_dim] -> (x, img)."""
         layout = CHANNELS_LAST if ctx.fast else torch.contiguous_format  # NHWC: fastest convolutions
         if self.res == 4:
             x = self.input(ws3[:, 0], ctx).to(ctx.dtype).contiguous(memory_format=layout)
         else:
-            coords = ctx.coords(self.res, x.shape[2], self.basis, self.use_cosine)
+            if ctx.pos.margin:  # the upsampling doubles the context columns: keep half of them
+                half = ctx.pos.margin // 2
+                x, img = x[:, :, :, half: x.shape[3] - half], img[:, :, :, half: img.shape[3] - half]
             b, c, h, w = x.shape
+            coords = ctx.coords(self.res, h, w, self.basis, self.use_cosine)
             xc = torch.empty([b, c + coords[0].shape[0], h, w], dtype=x.dtype, device=x.device, memory_format=layout)
             if ctx.fused:  # assemble and modulate in one pass
-                mod = self.conv0.modulation(ws3[:, 0], ctx, h, x.dtype)
+                mod = self.conv0.modulation(ws3[:, 0], ctx, h, w, x.dtype)
                 torch.mul(x, mod[:, :c], out=xc[:, :c])
                 for i, feats in enumerate(coords):
                     torch.mul(feats, mod[i, c:], out=xc[i, c:])
@@ -519,12 +562,15 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws3: Tensor, pos: PatchPositions, noise_mode: str = "none",
                 generator: torch.Generator | None = None, dtype=torch.float32, fast: bool = False) -> Tensor:
-        """ws3 [B, num_ws, 3, w_dim] (left/centre/right anchors per layer) -> patches [B, C, H, Wp]."""
+        """ws3 [B, num_ws, A, w_dim] (per layer the anchors from a window's left one on: left, centre,
+        right, and for context rendering as many more as its columns reach) -> [B, C, H, span * Wp]."""
         if noise_mode not in NOISE_MODES:
             raise AlisError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if pos.margin % 2:
+            raise AlisError(f"the context margin must be even, got {pos.margin}")
         if pos.canonical and not self.periodic:
-            pos = PatchPositions(pos.left_border, pos.slot, canonical=False)
-        ctx = _Context(self.cfg, pos, ws3.device, dtype, noise_mode, generator, self.feature_cache, fast)
+            pos = dataclasses.replace(pos, canonical=False)
+        ctx = _Context(self.cfg, pos, ws3.shape[2], ws3.device, dtype, noise_mode, generator, self.feature_cache, fast)
         rng_state = generator.get_state() if generator is not None and ctx.fused else None
         try:
             return self._run(ws3, ctx)
@@ -537,14 +583,15 @@ class SynthesisNetwork(nn.Module):
         _HAS_FUSED_CONV = False
         if rng_state is not None:
             generator.set_state(rng_state)
-        return self._run(ws3, _Context(self.cfg, pos, ws3.device, dtype, noise_mode, generator,
+        return self._run(ws3, _Context(self.cfg, pos, ws3.shape[2], ws3.device, dtype, noise_mode, generator,
                                        self.feature_cache, fast))
 
     def _run(self, ws3: Tensor, ctx: _Context) -> Tensor:
         x = img = None
         for i, res in enumerate(self.cfg.block_resolutions):
             x, img = getattr(self, f"b{res}")(x, img, ws3[:, 2 * i: 2 * i + 3], ctx)
-        return img
+        m = ctx.pos.margin
+        return img[:, :, :, m: img.shape[3] - m] if m else img
 
 
 class Generator(nn.Module):
@@ -620,11 +667,20 @@ class Generator(nn.Module):
         return patches.reshape(n, g, c, h, pw).permute(0, 2, 3, 1, 4).reshape(n, c, h, g * pw)
 
     def patches(self, ws3: Tensor, left_border, slot, noise_mode: str = "none",
-                generator: torch.Generator | None = None, canonical: bool = True) -> Tensor:
-        """Render B independent patches: ws3 [B, 3, w_dim] or [B, num_ws, 3, w_dim] -> [B, 3, H, Wp]."""
+                generator: torch.Generator | None = None, canonical: bool = True, margin: int = 0,
+                span: int = 1) -> Tensor:
+        """Render B independent patches: ws3 [B, 3, w_dim] or [B, num_ws, 3, w_dim] -> [B, 3, H, Wp].
+
+        With `margin` > 0 (context rendering), each element is a strip of `span` consecutive patches
+        computed together with `margin` context columns each side at every resolution, and ws3 holds
+        every anchor those columns reach ([B, (num_ws,) A, w_dim], from the first one):
+        [B, 3, H, span * Wp]. A margin of `CONTEXT_MARGIN` makes every column equal what one
+        convolution over the whole panorama would give, so strips join without a seam.
+        """
         ws3 = ws3.to(self.device, torch.float32)
         if ws3.ndim == 3:
             ws3 = ws3.unsqueeze(1).expand(-1, self.num_ws, -1, -1)
         pos = PatchPositions(np.asarray(left_border, dtype=np.int64).reshape(-1),
-                             np.asarray(slot, dtype=np.int64).reshape(-1), canonical=canonical)
+                             np.asarray(slot, dtype=np.int64).reshape(-1), canonical=canonical,
+                             margin=int(margin), span=int(span))
         return self.synthesis(ws3, pos, noise_mode, generator, self.compute_dtype, self.fast)

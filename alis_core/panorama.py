@@ -5,6 +5,12 @@ Anchor m sits at column m * anchor_spacing. The interval between anchors m and m
 which is exactly what the official inference computes for it (only the two anchors around a patch
 and its position between them matter). With wrap=True the anchor sequence is cyclic, so K anchors
 give K intervals and the strip closes into a 360° loop.
+
+With context=True each tile of patches is computed as one strip with `CONTEXT_MARGIN` neighbouring
+columns on each side at every resolution instead of zero padding at every patch edge: every column
+then equals what one convolution over the whole panorama gives (to float rounding), whatever the
+tiling, so no patch grid is drawn even by a model that has not learnt to hide it. The official
+pixels (and the paper's independent patches) are context=False.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import AlisError
+from .generator import CONTEXT_MARGIN
 
 ProgressFn = Callable[[int, int], None]
 
@@ -81,14 +88,30 @@ class PanoramaPlan:
         g = self.grid_size
         return ws3, (pos - pos % g).tolist(), (pos % g).tolist()
 
+    def strip(self, patches: range, margin: int) -> tuple[Tensor, int, int]:
+        """Context rendering of consecutive patches as one strip: ws [1, num_ws, A, w_dim] holding
+        every anchor its columns reach with `margin` context columns each side (the furthest at the
+        4x4 resolution), and the strip's left border and slot counted from the first of them.
+        Without wrap, anchors past the ends repeat the end anchors."""
+        k, ppi, g = self.ws.shape[0], self.ppi, self.grid_size
+        pw4 = 4 // g  # columns per patch at the 4x4 resolution, ppi * pw4 per anchor interval
+        first = (patches.start * pw4 - margin) // (ppi * pw4)
+        last = (patches.stop * pw4 + margin - 1) // (ppi * pw4) + 1
+        idx = torch.arange(first, last + 1)
+        idx = idx % k if self.wrap else idx.clamp(0, k - 1)
+        index = patches.start - first * ppi
+        return self.ws[idx].transpose(0, 1).unsqueeze(0), index - index % g, index % g
+
 
 @torch.no_grad()
 def iter_panorama(G, anchors, wrap: bool = False, width: int | None = None, noise_mode: str = "none",
-                  batch_size: int = 8, progress: ProgressFn | None = None, seed: int = 0) -> Iterator[Tensor]:
+                  batch_size: int = 8, progress: ProgressFn | None = None, seed: int = 0,
+                  context: bool = False) -> Iterator[Tensor]:
     """Yield consecutive column tiles [3, H, w_tile] (CPU float32, [-1, 1]) of the panorama.
 
     Memory does not grow with the width: each tile is `batch_size` patches. `progress(done, total)`
-    is called after each tile; it may raise to cancel.
+    is called after each tile; it may raise to cancel. `context`: compute each tile as one strip
+    with its neighbouring columns (no patch grid; see the module notes) instead of patch by patch.
     """
     plan = PanoramaPlan(G, anchors, wrap, width)
     if int(batch_size) < 1:
@@ -97,8 +120,13 @@ def iter_panorama(G, anchors, wrap: bool = False, width: int | None = None, nois
     emitted = 0
     for start in range(0, plan.num_patches, int(batch_size)):
         patches = range(start, min(start + int(batch_size), plan.num_patches))
-        ws3, lb, slot = plan.window(patches)
-        out = G.patches(ws3, lb, slot, noise_mode=noise_mode, generator=gen, canonical=plan.wrap)  # [B, 3, H, pw]
+        if context:
+            ws, lb, slot = plan.strip(patches, CONTEXT_MARGIN)
+            out = G.patches(ws, [lb], [slot], noise_mode=noise_mode, generator=gen, canonical=True,
+                            margin=CONTEXT_MARGIN, span=len(patches))  # [1, 3, H, B * pw]
+        else:
+            ws3, lb, slot = plan.window(patches)
+            out = G.patches(ws3, lb, slot, noise_mode=noise_mode, generator=gen, canonical=plan.wrap)  # [B, 3, H, pw]
         tile = out.float().permute(1, 2, 0, 3).reshape(out.shape[1], out.shape[2], -1).cpu()
         tile = tile[:, :, : plan.width - emitted]
         emitted += tile.shape[2]
@@ -108,7 +136,8 @@ def iter_panorama(G, anchors, wrap: bool = False, width: int | None = None, nois
 
 
 def panorama(G, anchors, wrap: bool = False, width: int | None = None, noise_mode: str = "none",
-             batch_size: int = 8, progress: ProgressFn | None = None, seed: int = 0) -> Tensor:
+             batch_size: int = 8, progress: ProgressFn | None = None, seed: int = 0,
+             context: bool = False) -> Tensor:
     """The whole panorama [3, H, W] (CPU float32, [-1, 1]).
 
     K anchors give (K-1) * anchor_spacing columns, or K * anchor_spacing with wrap=True.
@@ -116,7 +145,7 @@ def panorama(G, anchors, wrap: bool = False, width: int | None = None, noise_mod
     reached by resampling the closed loop circularly, which keeps it seamless.
     """
     natural = None if wrap else width
-    tiles = list(iter_panorama(G, anchors, wrap, natural, noise_mode, batch_size, progress, seed))
+    tiles = list(iter_panorama(G, anchors, wrap, natural, noise_mode, batch_size, progress, seed, context))
     img = torch.cat(tiles, dim=2)
     if wrap and width is not None and int(width) != img.shape[2]:
         img = resample_loop(img, int(width))

@@ -398,7 +398,9 @@ def generate_in_process(
     G = generator if generator is not None else load_generator_cached(checkpoint, resolve_device(device))
     with torch.no_grad():
         anchors = alis_core.sample_anchors(G, params.anchors, params.seed, truncation_psi=params.psi)
-        strip = alis_core.panorama(G, anchors, wrap=params.wrap, progress=progress, seed=params.seed)  # [3, H, W]
+        # patch context on, as the CLI's default (the subprocess backend): no patch grid
+        strip = alis_core.panorama(G, anchors, wrap=params.wrap, progress=progress, seed=params.seed,
+                                   context=True)  # [3, H, W]
         eq = projection.strip_to_equirect(
             image.to_unit(strip), horizon=params.horizon, strip_scale=params.strip_scale, cap_blur=params.cap_blur,
         ).clamp(0, 1)  # [3, W / 2, W] in [0, 1], sRGB-encoded (as the CLI's --equirect)

@@ -34,7 +34,7 @@ def natural_width(model: AlisModel, num_anchors: int, wrap: bool) -> int:
 
 def make_panorama(model: AlisModel, anchors: AlisAnchors, wrap: bool = True, width: int = NATURAL_WIDTH,
                   noise_mode: str = "none", batch_size: int = 8, noise_seed: int = 0,
-                  progress: Progress | None = None) -> torch.Tensor:
+                  patch_context: bool = True, progress: Progress | None = None) -> torch.Tensor:
     """Node function: one panorama -> IMAGE [1, H, W, 3] float32 in [0, 1] (CPU).
 
     progress(done, total) is called after every batch of frames and may raise to cancel.
@@ -63,7 +63,7 @@ def make_panorama(model: AlisModel, anchors: AlisAnchors, wrap: bool = True, wid
         with alis_errors_as_input_error(NODE, "anchors"):
             img = alis_core.panorama(G, w, wrap=wrap, width=None if width == NATURAL_WIDTH else width,
                                      noise_mode=noise_mode, batch_size=batch_size, progress=progress,
-                                     seed=noise_seed)  # [3, H, W] in [-1, 1]
+                                     seed=noise_seed, context=patch_context)  # [3, H, W] in [-1, 1]
     return alis_image.chw_to_hwc(alis_image.to_unit(img.float().cpu()))[None].contiguous()
 
 
@@ -141,6 +141,10 @@ PANORAMA = NodeSpec(
               tooltip="Frames generated at once; lower it if you run out of memory."),
         Param("noise_seed", "INT", default=0, min=0, max=SEED_MAX,
               tooltip="Seed for noise_mode 'random'; ignored otherwise."),
+        Param("patch_context", "BOOLEAN", default=True, optional=True,  # optional: prompts saved before it still run
+              tooltip="Compute each batch of patches together with its neighbouring columns, so that no "
+                      "patch grid shows (every column as if the panorama were one image). Off: every patch "
+                      "on its own, as in the paper (the official model's exact pixels)."),
     ),
     outputs=(Out("image", "IMAGE", "The panorama, [1, height, width, 3]."),),
     extras=("progress",),

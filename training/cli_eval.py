@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seam-seeds", type=int, default=8, help="wrapped strips for the seam score (default 8)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--cache-dir", help="where prepared datasets are cached")
+    p.add_argument("--context", action="store_true",
+                   help="render the panoramas with patch context, as `alis generate` does by default "
+                        "(default: every patch on its own, as in the paper)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     return p
 
@@ -47,10 +50,10 @@ def run(argv: Sequence[str] | None) -> int:
     t0 = time.perf_counter()
     real = metrics.real_images(dataset, a.num, seed=a.seed)
     ref = metrics.SWDReference(real, seed=a.seed)
-    ev = metrics.evaluate_generator(G, ref, seed=a.seed + 1)
-    scores = metrics.strip_scores(G, range(a.seed, a.seed + a.seam_seeds)) if a.seam_seeds > 0 else []
+    ev = metrics.evaluate_generator(G, ref, seed=a.seed + 1, context=a.context)
+    scores = metrics.strip_scores(G, range(a.seed, a.seed + a.seam_seeds), context=a.context) if a.seam_seeds > 0 else []
     seams, grids = [s for s, _ in scores], [g for _, g in scores]
-    result = {"checkpoint": str(a.checkpoint), "data": str(a.data), "num": a.num, "resolution": G.img_resolution,
+    result = {"checkpoint": str(a.checkpoint), "data": str(a.data), "num": a.num, "resolution": G.img_resolution, "context": a.context,
               "swd": ev.swd, "swd_inf": ev.swd_inf, "swd_ratio": ev.ratio,
               "swd_levels": ev.swd_levels, "swd_inf_levels": ev.swd_inf_levels,
               "seam_mean": statistics.fmean(seams) if seams else None, "seam_max": max(seams) if seams else None,
@@ -60,7 +63,7 @@ def run(argv: Sequence[str] | None) -> int:
         print(json.dumps(result))
         return 0
     print(f"checkpoint  {a.checkpoint}  ({G.img_resolution} px; {len(dataset)} real frames from {a.data}; "
-          f"{a.num} samples)")
+          f"{a.num} samples; panoramas {'with' if a.context else 'without'} patch context)")
     print(f"{'metric':<28}{'value':>10}")
     print(f"{'SWD x1e3 (frames)':<28}{ev.swd:>10.2f}")
     print(f"{'SWD x1e3 (panorama crops)':<28}{ev.swd_inf:>10.2f}")

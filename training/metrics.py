@@ -140,8 +140,9 @@ def generate_frames(G, num: int, seed: int, batch_size: int = 32) -> Tensor:
 
 
 @torch.no_grad()
-def panorama_crops(G, num: int, seed: int, anchors_per_panorama: int = 32) -> Tensor:
-    """`num` R x R crops at random positions along wrapped panoramas (crossing the seam allowed)."""
+def panorama_crops(G, num: int, seed: int, anchors_per_panorama: int = 32, context: bool = False) -> Tensor:
+    """`num` R x R crops at random positions along wrapped panoramas (crossing the seam allowed);
+    `context`: rendered with patch context (alis_core.panorama)."""
     r = G.img_resolution
     gen = torch.Generator().manual_seed(int(seed))
     # Enough panorama width for the crops not to overlap on average: num * R px in all.
@@ -154,7 +155,8 @@ def panorama_crops(G, num: int, seed: int, anchors_per_panorama: int = 32) -> Te
         if n == 0:
             continue
         anchors = alis_core.sample_anchors(G, k, seed=int(seed) * 1000 + p)
-        strip = alis_core.panorama(G, anchors, wrap=True, noise_mode="random", seed=int(seed) * 1000 + p)
+        strip = alis_core.panorama(G, anchors, wrap=True, noise_mode="random", seed=int(seed) * 1000 + p,
+                                   context=context)
         w = strip.shape[2]
         xs = torch.randint(0, w, [n], generator=gen)
         cols = (xs[:, None] + torch.arange(r)[None, :]) % w  # [n, R], wraps around the seam
@@ -162,11 +164,12 @@ def panorama_crops(G, num: int, seed: int, anchors_per_panorama: int = 32) -> Te
     return torch.cat(crops).clamp(-1, 1)
 
 
-def strip_scores(G, seeds, num_anchors: int = 4) -> list[tuple[float, float]]:
+def strip_scores(G, seeds, num_anchors: int = 4, context: bool = False) -> list[tuple[float, float]]:
     """(seam score, patch-grid score) of one wrapped strip per seed; both about 1 when invisible."""
     out = []
     for s in seeds:
-        strip = alis_core.panorama(G, alis_core.sample_anchors(G, num_anchors, seed=int(s)), wrap=True)
+        strip = alis_core.panorama(G, alis_core.sample_anchors(G, num_anchors, seed=int(s)), wrap=True,
+                                   context=context)
         pw = G.config.patch_width
         out.append((alis_core.seam_score(strip, pw), alis_core.patch_grid_score(strip, pw)))
     return out
@@ -184,10 +187,11 @@ class Evaluation:
         return self.swd_inf / max(self.swd, 1e-12)
 
 
-def evaluate_generator(G, reference: SWDReference, seed: int = 0) -> Evaluation:
-    """SWD of frames and of panorama crops of G against the real reference set."""
+def evaluate_generator(G, reference: SWDReference, seed: int = 0, context: bool = False) -> Evaluation:
+    """SWD of frames and of panorama crops of G (rendered with patch context or not) against the real
+    reference set."""
     frames = generate_frames(G, reference.num, seed=seed)
-    crops = panorama_crops(G, reference.num, seed=seed)
+    crops = panorama_crops(G, reference.num, seed=seed, context=context)
     a, b = reference.distance(frames), reference.distance(crops)
     return Evaluation(a["mean"], b["mean"], a["levels"], b["levels"])
 

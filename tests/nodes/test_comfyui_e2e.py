@@ -196,8 +196,10 @@ def ui_to_api(workflow: dict, object_info: dict) -> dict:
         values = list(node.get("widgets_values") or [])
         linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
         inputs = {}
-        for name in info["input_order"]["required"]:
-            spec = info["input"]["required"][name]
+        order = [("required", n) for n in info["input_order"]["required"]]
+        order += [("optional", n) for n in info["input_order"].get("optional", [])]
+        for kind, name in order:
+            spec = info["input"][kind][name]
             if name in linked:
                 link = links[linked[name]]
                 assert link[3] == node["id"], f"link {link} does not end at node {node['id']}"

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import alis_core
+from alis_core import image as alis_image
 from nodes import NODE_SPECS, anchors, loaders, panorama, skybox
 from nodes.spec import PARAM_TYPES
 
@@ -203,6 +204,18 @@ def test_panorama_is_a_comfy_image_of_the_natural_width(model):
     assert cropped.shape[2] == model.anchor_spacing + 8
 
 
+def test_panorama_patch_context_is_on_by_default(model):
+    a = anchors.make_anchors(model, 0, 2)
+    img = panorama.make_panorama(model, a)
+    with torch.no_grad(), model.on_device() as G:
+        ref = alis_core.panorama(G, a.w, wrap=True, context=True)
+        official = alis_core.panorama(G, a.w, wrap=True, context=False)
+    assert torch.allclose(img, alis_image.chw_to_hwc(alis_image.to_unit(ref))[None], atol=1e-6)
+    off = panorama.make_panorama(model, a, patch_context=False)
+    assert torch.allclose(off, alis_image.chw_to_hwc(alis_image.to_unit(official))[None], atol=1e-6)
+    assert (img - off).abs().max() > 1e-2
+
+
 def test_panorama_cancel_stops_and_keeps_the_model_usable(model):
     class Cancelled(Exception):
         pass
@@ -347,7 +360,8 @@ for cls in asyncio.run(extension.get_node_list()):
     schema = cls.GET_SCHEMA()
     info = schema.get_v1_info(cls)
     out.append({"id": schema.node_id, "category": schema.category, "output_node": schema.is_output_node,
-                "inputs": {k: v[1] if len(v) > 1 else {} for k, v in info.input["required"].items()},
+                "inputs": {k: v[1] if len(v) > 1 else {} for kind in ("required", "optional")
+                           for k, v in info.input.get(kind, {}).items()},
                 "outputs": info.output, "hidden": sorted(info.input.get("hidden", {}))})
 print("SCHEMAS" + json.dumps(out))
 

@@ -1,0 +1,82 @@
+"""Context rendering: strips computed with their neighbouring columns equal one convolution over
+the whole panorama, so patch edges disappear, while the loop stays exact."""
+from __future__ import annotations
+
+import pytest
+import torch
+from alis_testing import make_tiny
+
+import alis_core
+from alis_core import AlisError
+from alis_core.generator import CONTEXT_MARGIN
+from alis_core.panorama import PanoramaPlan
+
+
+def _strip(G, plan: PanoramaPlan, patches: range, margin: int, noise: str = "none") -> torch.Tensor:
+    ws, lb, slot = plan.strip(patches, margin)
+    with torch.no_grad():
+        out = G.patches(ws, [lb], [slot], noise_mode=noise, canonical=True, margin=margin, span=len(patches))
+    return out[0]
+
+
+@pytest.mark.parametrize("fast", [False, True])
+@pytest.mark.parametrize("noise", ["none", "const"])
+def test_strips_with_context_equal_one_strip_over_everything(fast, noise):
+    G = make_tiny(5)
+    G.fast = fast
+    plan = PanoramaPlan(G, alis_core.sample_anchors(G, 3, seed=4), wrap=True, width=None)
+    n = plan.num_patches
+    whole = _strip(G, plan, range(n), 4 * CONTEXT_MARGIN, noise)  # far more context than any column reaches
+    for size in (1, 2, 3):
+        parts = torch.cat([_strip(G, plan, range(i, min(i + size, n)), CONTEXT_MARGIN, noise)
+                           for i in range(0, n, size)], dim=2)
+        assert (parts - whole).abs().max() <= 1e-5
+    # Less context than CONTEXT_MARGIN is not enough: the margin is the smallest exact one.
+    short = torch.cat([_strip(G, plan, range(i, i + 2), CONTEXT_MARGIN - 2, noise) for i in range(0, n, 2)], dim=2)
+    assert (short - whole).abs().max() > 1e-3
+
+
+def test_context_panorama_is_tiling_independent_and_rolls_exactly():
+    G = make_tiny(11)
+    a = alis_core.sample_anchors(G, 5, seed=3)
+    sp = G.anchor_spacing
+    pano = alis_core.panorama(G, a, wrap=True, batch_size=4, context=True)
+    assert pano.shape == (3, 64, 5 * sp)
+    # other tilings compute the same columns in tensors of other widths: float rounding only
+    # (these random weights drive activations to the clamp, which magnifies it)
+    for bs in (1, 3):
+        assert (alis_core.panorama(G, a, wrap=True, batch_size=bs, context=True) - pano).abs().max() <= 1e-4
+    for r in (1, 2):  # strips of 4 patches start on anchors: the same computations, rolled
+        rolled = alis_core.panorama(G, torch.roll(a, -r, 0), wrap=True, batch_size=4, context=True)
+        assert (torch.roll(pano, -r * sp, 2) - rolled).abs().max() <= 1e-6
+    # It is not the paper's patchwise rendering: the columns at patch edges differ.
+    assert (alis_core.panorama(G, a, wrap=True, batch_size=4) - pano).abs().max() > 1e-2
+
+
+def test_context_without_wrap_streams_and_crops(tiny_G):
+    a = alis_core.sample_anchors(tiny_G, 4, seed=2)
+    whole = alis_core.panorama(tiny_G, a, context=True)
+    assert whole.shape == (3, 64, 3 * tiny_G.anchor_spacing)
+    tiles = list(alis_core.iter_panorama(tiny_G, a, batch_size=3, width=300, context=True))
+    assert sum(t.shape[2] for t in tiles) == 300
+    assert (torch.cat(tiles, 2) - whole[:, :, :300]).abs().max() <= 1e-5
+
+
+def test_context_hides_the_patch_grid_of_the_default_model():
+    """The bundled model draws thin lines at its patch edges when patches are computed apart (the
+    paper's zero padding); with context its patch edges look like any other column."""
+    G = alis_core.load_generator(fast=True)
+    pw = G.config.patch_width
+    for seed in (0, 1):
+        a = alis_core.sample_anchors(G, 2, seed=seed)
+        assert alis_core.patch_grid_score(alis_core.panorama(G, a, wrap=True), pw) > 2.0
+        assert alis_core.patch_grid_score(alis_core.panorama(G, a, wrap=True, context=True), pw) < 1.2
+
+
+def test_odd_margins_and_missing_anchors_are_refused(tiny_G):
+    plan = PanoramaPlan(tiny_G, alis_core.sample_anchors(tiny_G, 3, seed=0), wrap=True, width=None)
+    ws, lb, slot = plan.strip(range(0, 2), CONTEXT_MARGIN)
+    with pytest.raises(AlisError, match="even"):
+        tiny_G.patches(ws, [lb], [slot], margin=CONTEXT_MARGIN + 1, span=2)
+    with pytest.raises(AlisError, match="outside its anchor window"):
+        tiny_G.patches(ws[:, :, :3], [lb], [slot], margin=CONTEXT_MARGIN, span=2)
