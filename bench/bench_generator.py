@@ -85,7 +85,7 @@ def time_frames(G: Generator, mode: str, repeats: int) -> tuple[float, float]:
     return statistics.median(times), err
 
 
-def time_panorama(G: Generator, mode: str, anchors: int, batch: int) -> float:
+def time_panorama(G: Generator, mode: str, anchors: int, batch: int, context: bool = False) -> float:
     dtype, G.fast = MODES[mode]
     G.compute_dtype = dtype
     w = alis_core.sample_anchors(G, anchors, seed=0)
@@ -93,7 +93,7 @@ def time_panorama(G: Generator, mode: str, anchors: int, batch: int) -> float:
         times = []
         for _ in range(3):  # the first run warms up: prepared weights, coordinate features
             t = time.perf_counter()
-            pano = alis_core.panorama(G, w, wrap=True, batch_size=batch, noise_mode="const")
+            pano = alis_core.panorama(G, w, wrap=True, batch_size=batch, noise_mode="const", context=context)
             times.append(time.perf_counter() - t)
         dt = min(times[1:])
     G.compute_dtype, G.fast = torch.float32, False
@@ -110,7 +110,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def memory_child(width: int, res: int) -> None:
+def memory_child(width: int, res: int, context: int) -> None:
     """Run in a subprocess: stream a panorama of `width` px and report the peak RSS."""
     from alis_testing import randomize
     G = randomize(Generator(GeneratorConfig.tiny(img_resolution=res, channel_base=4096, channel_max=128)), 0).eval()
@@ -118,7 +118,7 @@ def memory_child(width: int, res: int) -> None:
     w = alis_core.sample_anchors(G, k, seed=0)
     n = 0
     with torch.inference_mode():
-        for tile in alis_core.iter_panorama(G, w, wrap=True, batch_size=8):
+        for tile in alis_core.iter_panorama(G, w, wrap=True, batch_size=8, context=bool(context)):
             n += tile.shape[2]  # a real caller writes the tile to disk here
     print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -130,7 +130,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--panorama", action="store_true", help="also time whole wrapped panoramas")
     ap.add_argument("--memory", action="store_true", help="peak memory of streamed panoramas")
-    ap.add_argument("--memory-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", nargs=3, type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.memory_child:
         memory_child(*a.memory_child)
@@ -156,18 +156,23 @@ def main() -> None:
                   f"{gf:.0f} | {100 * flops / t / peaks['float32']:.0f}% | {100 * flops / t / peaks['bfloat16']:.0f}% | "
                   f"{err:.1e} |", flush=True)
             if a.panorama:
-                tp = time_panorama(G, name, anchors=3, batch=4)
-                print(f"| {res} panorama (wrap, 3 anchors, batch 4) | {name} | {tp:.3f} per frame | "
-                      f"{res * res / tp / 1e6:.2f} | {flops / tp / 1e9:.0f} | | | |", flush=True)
+                for context in (False, True):
+                    tp = time_panorama(G, name, anchors=3, batch=4, context=context)
+                    what = "with patch context" if context else "patches apart"
+                    print(f"| {res} panorama (wrap, 3 anchors, batch 4, {what}) | {name} | {tp:.3f} per frame | "
+                          f"{res * res / tp / 1e6:.2f} | {flops / tp / 1e9:.0f} | | | |", flush=True)
     if a.memory:
         print()
-        print("| panorama width | frame | peak RSS (MiB) |")
-        print("|---|---|---|")
+        print("| panorama width | frame | peak RSS (MiB), patches apart | with patch context |")
+        print("|---|---|---|---|")
         for width in (4096, 16384, 65536):
-            r = subprocess.run([sys.executable, __file__, "--memory-child", str(width), "128"],
-                               capture_output=True, text=True, check=True)
-            n, rss = r.stdout.split()
-            print(f"| {int(n)} px | 128 px | {float(rss):.0f} |", flush=True)
+            rss = []
+            for context in (0, 1):
+                r = subprocess.run([sys.executable, __file__, "--memory-child", str(width), "128", str(context)],
+                                   capture_output=True, text=True, check=True)
+                n, peak = r.stdout.split()
+                rss.append(float(peak))
+            print(f"| {int(n)} px | 128 px | {rss[0]:.0f} | {rss[1]:.0f} |", flush=True)
 
 
 if __name__ == "__main__":

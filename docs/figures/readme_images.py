@@ -48,9 +48,16 @@ def main() -> None:
         sky = F.interpolate(sky[None], size=(w // 2, w), mode="bilinear", antialias=True, align_corners=False)[0]
         save_png(out / "skybox.png", sky.clamp(0, 1))
     G = alis_core.load_generator(a.checkpoint, fast=True)
-    rows = [alis_core.panorama(G, alis_core.sample_anchors(G, 4, seed=s), wrap=True) for s in range(4)]
+    rows = [alis_core.panorama(G, alis_core.sample_anchors(G, 4, seed=s), wrap=True, context=True) for s in range(4)]
     save_png(out / "default_samples.png", alis_core.to_unit(torch.cat(rows, dim=1)))
-    print(f"wrote {out / 'panorama.png'}, {out / 'skybox.png'} and {out / 'default_samples.png'}")
+    # the same anchors with every patch computed on its own (the paper) and with patch context, 2x
+    a = alis_core.sample_anchors(G, 2, seed=a.seed)
+    pair = [alis_core.panorama(G, a, wrap=True, context=c)[:, :, :384] for c in (False, True)]
+    pair = torch.cat([pair[0], torch.ones(3, 4, 384), pair[1]], dim=1)
+    pair = F.interpolate(pair[None], scale_factor=2, mode="nearest")[0]
+    save_png(out / "patch_context.png", alis_core.to_unit(pair))
+    print(f"wrote {out / 'panorama.png'}, {out / 'skybox.png'}, {out / 'default_samples.png'} "
+          f"and {out / 'patch_context.png'}")
 
 
 if __name__ == "__main__":
