@@ -12,27 +12,31 @@ from alis_core.generator import CONTEXT_MARGIN
 from alis_core.panorama import PanoramaPlan
 
 
-def _strip(G, plan: PanoramaPlan, patches: range, margin: int, noise: str = "none") -> torch.Tensor:
+def _strip(G, plan: PanoramaPlan, patches: range, margin: int, noise: str = "none", grad: bool = False) -> torch.Tensor:
     ws, lb, slot = plan.strip(patches, margin)
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad):
         out = G.patches(ws, [lb], [slot], noise_mode=noise, canonical=True, margin=margin, span=len(patches))
-    return out[0]
+    return out[0].detach()
 
 
-@pytest.mark.parametrize("fast", [False, True])
+# exact: the official order of operations; fast: the fused CPU path; fast-unfused: the fast path
+# as it runs on GPUs (and in training: with gradients on)
+@pytest.mark.parametrize("mode", ["exact", "fast", "fast-unfused"])
 @pytest.mark.parametrize("noise", ["none", "const"])
-def test_strips_with_context_equal_one_strip_over_everything(fast, noise):
+def test_strips_with_context_equal_one_strip_over_everything(mode, noise):
     G = make_tiny(5)
-    G.fast = fast
+    G.fast = mode != "exact"
+    grad = mode == "fast-unfused"
     plan = PanoramaPlan(G, alis_core.sample_anchors(G, 3, seed=4), wrap=True, width=None)
     n = plan.num_patches
-    whole = _strip(G, plan, range(n), 4 * CONTEXT_MARGIN, noise)  # far more context than any column reaches
+    whole = _strip(G, plan, range(n), 4 * CONTEXT_MARGIN, noise, grad)  # more context than any column reaches
     for size in (1, 2, 3):
-        parts = torch.cat([_strip(G, plan, range(i, min(i + size, n)), CONTEXT_MARGIN, noise)
+        parts = torch.cat([_strip(G, plan, range(i, min(i + size, n)), CONTEXT_MARGIN, noise, grad)
                            for i in range(0, n, size)], dim=2)
         assert (parts - whole).abs().max() <= 1e-5
     # Less context than CONTEXT_MARGIN is not enough: the margin is the smallest exact one.
-    short = torch.cat([_strip(G, plan, range(i, i + 2), CONTEXT_MARGIN - 2, noise) for i in range(0, n, 2)], dim=2)
+    short = torch.cat([_strip(G, plan, range(i, i + 2), CONTEXT_MARGIN - 2, noise, grad)
+                       for i in range(0, n, 2)], dim=2)
     assert (short - whole).abs().max() > 1e-3
 
 
