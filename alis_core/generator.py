@@ -465,7 +465,6 @@ class ToRGB(nn.Module):
             ca, cb = cols.coef_a[:, 0, :, None], cols.coef_b[:, 0, :, None]  # [B, w, 1]
             y = torch.addcmul(torch.addcmul(self.bias, y[..., :3], ca.unsqueeze(1)), y[..., 3:], cb.unsqueeze(1))
         else:  # a strip across anchors (context rendering): the same, run by run of columns
-            a = styles.shape[1]
             wm = (styles.transpose(1, 2).unsqueeze(3) * wt[None, :, None, :]).to(x.dtype)  # [B, C, A, 3]
             xs = x.permute(0, 2, 3, 1)  # [B, h, w, C] view of the NHWC memory
             y = torch.empty([b, h, w, 3])
