@@ -577,7 +577,10 @@ class SynthesisNetwork(nn.Module):
             raise AlisError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if pos.margin % 2:
             raise AlisError(f"the context margin must be even, got {pos.margin}")
-        if pos.canonical and not self.periodic:
+        if pos.canonical and not self.periodic and not pos.margin:
+            # Folding changes the features of such a model: keep the window's own coordinates. (Strips
+            # with context keep folding: every column then gets the same features in every strip,
+            # jumping at anchors, as this model's patches do in a loop.)
             pos = dataclasses.replace(pos, canonical=False)
         ctx = _Context(self.cfg, pos, ws3.shape[2], ws3.device, dtype, noise_mode, generator, self.feature_cache, fast)
         rng_state = generator.get_state() if generator is not None and ctx.fused else None

@@ -84,3 +84,12 @@ def test_odd_margins_and_missing_anchors_are_refused(tiny_G):
         tiny_G.patches(ws, [lb], [slot], margin=CONTEXT_MARGIN + 1, span=2)
     with pytest.raises(AlisError, match="outside its anchor window"):
         tiny_G.patches(ws[:, :, :3], [lb], [slot], margin=CONTEXT_MARGIN, span=2)
+
+
+def test_context_of_a_model_without_periodic_coordinates_is_tiling_independent_too():
+    G = make_tiny(0, w_coord_dist=2.0)  # two patches per anchor interval: coordinates not periodic
+    assert not G.synthesis.periodic
+    a = alis_core.sample_anchors(G, 3, seed=1)
+    pano = alis_core.panorama(G, a, wrap=True, context=True, batch_size=1)
+    for bs in (2, 3):
+        assert (alis_core.panorama(G, a, wrap=True, context=True, batch_size=bs) - pano).abs().max() <= 1e-4
