@@ -9,6 +9,7 @@ Vocabulary (ALIS, Skorokhodov et al. 2021):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -110,12 +111,12 @@ class _ColumnStyles:
     rendering passes as many as its columns reach.
     """
 
-    def __init__(self, cfg: GeneratorConfig, res: int, width: int, pos: PatchPositions, num_anchors: int, device):
+    def __init__(self, cfg: GeneratorConfig, res: int, margin: int, pos: PatchPositions, num_anchors: int, device):
         w_dist = int(0.5 * cfg.w_coord_dist * res)
         pw = res // cfg.grid_size
         m = cfg.w_lerp_multiplier
         t = torch.linspace(1 / (2 * w_dist), 1 - 1 / (2 * w_dist), w_dist, dtype=torch.float32) * m
-        cols = torch.from_numpy(pos.columns(pw, (width - pos.span * pw) // 2))  # [B, W]
+        cols = torch.from_numpy(pos.columns(pw, margin))  # [B, W]
         k = cols.div(w_dist, rounding_mode="floor")  # the anchor on each column's left
         if cols.min() < 0 or k.max() + 1 >= num_anchors:
             raise AlisError(f"patch position {int(pos.index.max())} lies outside its anchor window "
@@ -124,12 +125,18 @@ class _ColumnStyles:
         self.k = k.to(device)  # [B, W]
         self.coef_a = (m - tt).unsqueeze(1).to(device)  # [B, 1, W]
         self.coef_b = tt.unsqueeze(1).to(device)
+        self._k_cpu = k
         self.single = bool((k == k[:, :1]).all())  # every element lies between the same two anchors
-        # (element, first column, end column, left anchor) of each run of columns between two anchors
-        self.runs = []
-        for i, row in enumerate(k.tolist()):
-            starts = [j for j in range(len(row)) if j == 0 or row[j] != row[j - 1]] + [len(row)]
-            self.runs += [(i, j0, j1, row[j0]) for j0, j1 in zip(starts[:-1], starts[1:])]
+
+    @functools.cached_property
+    def runs(self) -> list[tuple[int, int, int, int]]:
+        """(element, first column, end column, left anchor) of each run of columns between two
+        anchors (a strip across anchors; columns grow left to right, so each anchor is one run)."""
+        out = []
+        for i, row in enumerate(self._k_cpu):
+            bounds = [0] + (torch.nonzero(row[1:] != row[:-1]).flatten() + 1).tolist() + [row.numel()]
+            out += [(i, j0, j1, int(row[j0])) for j0, j1 in zip(bounds[:-1], bounds[1:])]
+        return out
 
     def __call__(self, styles: Tensor) -> Tensor:
         """styles [B, A, C] (one per anchor) -> modulation [B, C, 1, W]."""
@@ -195,7 +202,8 @@ class _Context:
     def column_styles(self, res: int, width: int) -> _ColumnStyles:
         """The column styles of activations [B, C, res, width]."""
         if (res, width) not in self._cols:
-            self._cols[res, width] = _ColumnStyles(self.cfg, res, width, self.pos, self.num_anchors, self.device)
+            self._cols[res, width] = _ColumnStyles(self.cfg, res, self.margin(res, width), self.pos, self.num_anchors,
+                                                   self.device)
         return self._cols[res, width]
 
     def coords(self, block: int, res: int, width: int, basis: Tensor, use_cosine: bool) -> list[Tensor]:
@@ -208,6 +216,7 @@ class _Context:
         pw = res // cfg.grid_size
         w_dist = int(0.5 * cfg.w_coord_dist * res)
         margin = self.margin(res, width)
+        cols = pos.columns(pw, margin)  # [B, width]
         out = []
         for i, (lb, slot) in enumerate(zip(pos.left_border.tolist(), pos.slot.tolist())):
             key = (block, lb, slot, margin, pos.span, pos.canonical, self.dtype, self.fast, str(self.device))
@@ -218,7 +227,7 @@ class _Context:
                 if pos.canonical:
                     # Every anchor interval equals the first one up to whole periods of every
                     # feature (SynthesisNetwork.periodic): fold the columns onto it for exact equality.
-                    x = x - (pos.columns(pw, margin)[i] // w_dist) * cfg.w_coord_dist
+                    x = x - (cols[i] // w_dist) * cfg.w_coord_dist
                 y = (res - 1 - np.arange(res)) / res * 2 - 1
                 feats = coord_features(basis, x[None], y, use_cosine)[0].to(self.device, self.dtype)
                 if self.fast:  # the NHWC layout of the block input they are written into
