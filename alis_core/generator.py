@@ -8,6 +8,7 @@ Vocabulary (ALIS, Skorokhodov et al. 2021):
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import math
@@ -50,6 +51,27 @@ def _conv_act(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int, grou
                                                    attr, scalars, "")
 
 
+@contextlib.contextmanager
+def exact_cuda(device: torch.device, weights: Tensor):
+    """Rendering on CUDA in true float32 with deterministic cuDNN algorithms. cuDNN convolutions
+    default to TF32 (10-bit mantissas, errors of 1e-3), which breaks parity with the official model,
+    and may pick algorithms whose sums differ from run to run, so that the same seed would give other
+    pixels on every call and the loop would not close bit-exactly. cuDNN's heuristics also picked
+    FFT algorithms 5-10x slower than others for some shapes (measured on an H200): benchmark mode
+    times the deterministic ones once per shape (panorama tiles share one) and keeps the fastest.
+    Training (gradients for `weights`) keeps PyTorch's global settings."""
+    if device.type != "cuda" or (weights.requires_grad and torch.is_grad_enabled()):
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    saved = cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark
+    cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = False, False, True, True
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32, cudnn.deterministic, cudnn.benchmark = saved
+
+
 class MappingNetwork(nn.Module):
     """z -> w: second-moment normalisation, then leaky-ReLU dense layers; tracks w_avg."""
 
@@ -64,7 +86,8 @@ class MappingNetwork(nn.Module):
         self.register_buffer("w_avg", torch.zeros([cfg.w_dim]))
 
     def forward(self, z: Tensor, truncation_psi: float = 1.0, update_w_avg: bool = False) -> Tensor:
-        with torch.autocast(device_type=z.device.type, enabled=False):  # the mapping runs in float32
+        trained = self.fc0.weight if self.num_layers else self.w_avg
+        with torch.autocast(device_type=z.device.type, enabled=False), exact_cuda(z.device, trained):
             x = normalize_2nd_moment(z.to(torch.float32))
             for i in range(self.num_layers):
                 x = getattr(self, f"fc{i}")(x)
@@ -594,7 +617,8 @@ class SynthesisNetwork(nn.Module):
         ctx = _Context(self.cfg, pos, ws3.shape[2], ws3.device, dtype, noise_mode, generator, self.feature_cache, fast)
         rng_state = generator.get_state() if generator is not None and ctx.fused else None
         try:
-            return self._run(ws3, ctx)
+            with exact_cuda(ws3.device, self.b4.conv1.weight):
+                return self._run(ws3, ctx)
         except RuntimeError:
             if not ctx.fused:
                 raise

@@ -49,22 +49,31 @@ def model_flops(cfg: GeneratorConfig) -> float:
     return float(total)
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, repeats: int = 5) -> float:
+    n = 8192 if device.type == "cuda" else 2048
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     a @ b
     times = []
     for _ in range(repeats):
+        sync(device)
         t = time.perf_counter()
         a @ b
+        sync(device)
         times.append(time.perf_counter() - t)
     return 2 * n ** 3 / min(times)
 
 
-def random_generator(res: int, seed: int = 0) -> Generator:
+def random_generator(res: int, seed: int = 0, device: str | torch.device = "cpu") -> Generator:
     from alis_testing import randomize
     cfg = GeneratorConfig(img_resolution=res, channel_base=GEOMETRY[res], z_dim=512, w_dim=512)
-    return randomize(Generator(cfg), seed).eval().requires_grad_(False)
+    return randomize(Generator(cfg), seed).eval().requires_grad_(False).to(device)
 
 
 def time_frames(G: Generator, mode: str, repeats: int) -> tuple[float, float]:
@@ -76,8 +85,10 @@ def time_frames(G: Generator, mode: str, repeats: int) -> tuple[float, float]:
         G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")  # warm-up: prepared weights, feature cache
         times = []
         for _ in range(repeats):
+            sync(G.device)
             t = time.perf_counter()
             out = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
+            sync(G.device)
             times.append(time.perf_counter() - t)
         G.compute_dtype, G.fast = torch.float32, False
         ref32 = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
@@ -128,6 +139,8 @@ def main() -> None:
     ap.add_argument("--sizes", default="256,1024")
     ap.add_argument("--modes", default=",".join(MODES), help="float32-exact, float32 (fast), bfloat16")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (frames and panoramas; memory is CPU-only)")
+    ap.add_argument("--batch", type=int, default=4, help="patches per forward pass in panoramas (default 4)")
     ap.add_argument("--panorama", action="store_true", help="also time whole wrapped panoramas")
     ap.add_argument("--memory", action="store_true", help="peak memory of streamed panoramas")
     ap.add_argument("--memory-child", nargs=3, type=int, help=argparse.SUPPRESS)
@@ -137,17 +150,19 @@ def main() -> None:
         return
 
     threads = torch.get_num_threads()
-    print(f"machine: {cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__}, threads {threads}, "
+    device = torch.device(a.device)
+    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cpus{gpu}, torch {torch.__version__}, threads {threads}, "
           f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, "
           f"malloc keeps freed blocks: {'yes' if alis_core.MALLOC_TUNED else 'no'}")
-    peaks = {name: matmul_peak(DTYPES[name]) for name in ("float32", "bfloat16")}
-    print(f"matmul peak (2048^3): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
+    peaks = {name: matmul_peak(DTYPES[name], device) for name in ("float32", "bfloat16")}
+    print(f"matmul peak on {device.type} (float32 IEEE): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
           f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
     print()
     print("| frame | mode | s/frame | MP/s | GFLOP/s | % fp32 peak | % bf16 peak | max rel. err vs exact |")
     print("|---|---|---|---|---|---|---|---|")
     for res in [int(s) for s in a.sizes.split(",")]:
-        G = random_generator(res)
+        G = random_generator(res, device=device)
         flops = model_flops(G.config)
         for name in a.modes.split(","):
             t, err = time_frames(G, name, a.repeats)
@@ -157,9 +172,9 @@ def main() -> None:
                   f"{err:.1e} |", flush=True)
             if a.panorama:
                 for context in (False, True):
-                    tp = time_panorama(G, name, anchors=3, batch=4, context=context)
+                    tp = time_panorama(G, name, anchors=3, batch=a.batch, context=context)
                     what = "with patch context" if context else "patches apart"
-                    print(f"| {res} panorama (wrap, 3 anchors, batch 4, {what}) | {name} | {tp:.3f} per frame | "
+                    print(f"| {res} panorama (wrap, 3 anchors, batch {a.batch}, {what}) | {name} | {tp:.3f} per frame | "
                           f"{res * res / tp / 1e6:.2f} | {flops / tp / 1e9:.0f} | | | |", flush=True)
     if a.memory:
         print()

@@ -29,3 +29,27 @@ def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
 def make_tiny(seed: int = 0, **overrides) -> Generator:
     G = Generator(GeneratorConfig.tiny(**overrides))
     return randomize(G, seed).eval().requires_grad_(False)
+
+
+def check_official_outputs(G: Generator, t: dict, tol: float = 1e-4, rel: float = 0.0) -> None:
+    """G (on any device) against the outputs the official code recorded in fixture `t`: mapping,
+    truncation, frames in both deterministic noise modes and, where recorded, the panorama.
+    Errors are measured in units of max(1, rel * max |reference|) (`rel` for other devices' rounding
+    of outputs in the hundreds)."""
+    import alis_core
+
+    def err(a, b):
+        return float((a.detach().cpu() - b).abs().max()) / max(1.0, rel * float(b.abs().max()))
+
+    assert err(G.map(t["in.z"]), t["out.ws"]) <= tol
+    assert err(G.map(t["in.z"], truncation_psi=0.7), t["out.ws_psi0.7"]) <= tol
+    ctx = t["in.ws_context"]
+    for mode in ("none", "const"):
+        frame = G.frame(ctx[:, 0], t["out.ws"], ctx[:, 1], t["in.left_borders_idx"], noise_mode=mode)
+        e = err(frame, t[f"out.img_noise_{mode}"])
+        assert e <= tol, f"noise {mode}: max abs error {e}"
+    if "out.panorama" in t:
+        assert err(G.map(t["in.panorama_z"]), t["out.panorama_ws"]) <= tol
+        pano = alis_core.panorama(G, t["out.panorama_ws"])
+        assert pano.shape == t["out.panorama"].shape
+        assert err(pano, t["out.panorama"]) <= tol

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from alis_testing import FIXTURES, make_tiny
+from alis_testing import FIXTURES, check_official_outputs, make_tiny
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -15,26 +15,7 @@ import alis_core
 from alis_core import AlisError, GeneratorConfig
 from alis_core.layers import logarithmic_basis
 
-TOL = 1e-4
 OFFICIAL = sorted(FIXTURES.glob("official_*.safetensors"))
-
-
-def _frame(G, t, noise_mode):
-    ctx = t["in.ws_context"]
-    return G.frame(ctx[:, 0], t["out.ws"], ctx[:, 1], t["in.left_borders_idx"], noise_mode=noise_mode)
-
-
-def _check_all_outputs(G, t):
-    assert (G.map(t["in.z"]) - t["out.ws"]).abs().max() <= TOL
-    assert (G.map(t["in.z"], truncation_psi=0.7) - t["out.ws_psi0.7"]).abs().max() <= TOL
-    for mode in ("none", "const"):
-        err = (_frame(G, t, mode) - t[f"out.img_noise_{mode}"]).abs().max()
-        assert err <= TOL, f"noise {mode}: max abs error {err}"
-    if "out.panorama" in t:
-        assert (G.map(t["in.panorama_z"]) - t["out.panorama_ws"]).abs().max() <= TOL
-        pano = alis_core.panorama(G, t["out.panorama_ws"])
-        assert pano.shape == t["out.panorama"].shape
-        assert (pano - t["out.panorama"]).abs().max() <= TOL
 
 
 @pytest.mark.parametrize("path", OFFICIAL, ids=lambda p: p.stem)
@@ -43,17 +24,17 @@ def test_parity_with_official_fixture_weights(path):
     G = alis_core.load_generator(path)
     meta = safe_open(str(path), "pt").metadata()
     assert G.num_ws == int(meta["num_ws"])
-    _check_all_outputs(G, t)
+    check_official_outputs(G, t)
 
 
 def test_parity_through_official_pickle(official_fixture):
     G = alis_core.load_generator(FIXTURES / "official_tiny64.pkl")
-    _check_all_outputs(G, official_fixture)
+    check_official_outputs(G, official_fixture)
 
 
 def test_converted_pickle_round_trips(tmp_path, official_fixture):
     dst = alis_core.convert_official(FIXTURES / "official_tiny64.pkl", tmp_path / "tiny.safetensors")
-    _check_all_outputs(alis_core.load_generator(dst), official_fixture)
+    check_official_outputs(alis_core.load_generator(dst), official_fixture)
 
 
 def test_pickle_weights_equal_fixture_weights(official_fixture):
