@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from .config import GeneratorConfig
 from .errors import AlisError
-from .layers import (LRELU_ALPHA, LRELU_GAIN, FullyConnected, conv3x3_winograd, conv_transpose3x3_up2,
+from .layers import (LRELU_ALPHA, LRELU_GAIN, FullyConnected, _version, conv3x3_winograd, conv_transpose3x3_up2,
                      conv_up2_polyphase, _filter_2d, coord_features, logarithmic_basis, normalize_2nd_moment,
                      polyphase_weight, upsample2d, winograd_weight)
 
@@ -216,6 +216,10 @@ class _Context:
         # CPU inference on the fast path: oneDNN convolutions with bias and activation fused in,
         # conv inputs assembled and modulated in one pass, toRGB as one small matmul per patch.
         self.fused = self.fast and self.inplace and device.type == "cpu" and _HAS_FUSED_CONV
+        # what cached tensors derived from the positions are keyed by (inference tensors cannot
+        # take part in a graph: keep them apart)
+        self.pos_key = (pos.left_border.tobytes(), pos.slot.tobytes(), pos.span, pos.margin, str(device),
+                        torch.is_inference_mode_enabled())
         self._cols: dict[tuple[int, int], _ColumnStyles] = {}
 
     def margin(self, res: int, width: int) -> int:
@@ -224,9 +228,13 @@ class _Context:
 
     def column_styles(self, res: int, width: int) -> _ColumnStyles:
         """The column styles of activations [B, C, res, width]."""
-        if (res, width) not in self._cols:
-            self._cols[res, width] = _ColumnStyles(self.cfg, res, self.margin(res, width), self.pos, self.num_anchors,
-                                                   self.device)
+        if (res, width) not in self._cols:  # shared by a pass's layers, and cached across passes
+            key = ("columns", res, width, self.num_anchors, self.pos_key)
+            cols = self.cache.get(key)
+            if cols is None:
+                cols = _ColumnStyles(self.cfg, res, self.margin(res, width), self.pos, self.num_anchors, self.device)
+                self.cache.put(key, cols)
+            self._cols[res, width] = cols
         return self._cols[res, width]
 
     def coords(self, block: int, res: int, width: int, basis: Tensor, use_cosine: bool) -> list[Tensor]:
@@ -264,22 +272,24 @@ class _Context:
             return None
         b, _, h, w = shape
         if self.noise_mode == "const":
+            frozen = not (layer.noise_strength.requires_grad and torch.is_grad_enabled())
+            key = (self.pos_key, h, w, self.dtype, _version(layer.noise_const), _version(layer.noise_strength))
+            if frozen and key in layer.noise_cache:
+                return layer.noise_cache[key]
             # column j of patch slot s reads column s * pw + j of the frame-wide buffer; context
             # columns read their neighbours' (the buffer repeats every frame)
             slots = torch.from_numpy(self.pos.slot).to(self.device)
             pw, margin = h // self.cfg.grid_size, self.margin(h, w)
             cols = (slots[:, None] * pw - margin + torch.arange(w, device=self.device)[None, :]) % h  # [B, w]
             n = layer.noise_const.to(self.dtype)[:, cols].permute(1, 0, 2).unsqueeze(1)  # [B, 1, h, w]
-        else:
-            n = torch.randn([b, 1, h, w], generator=self.generator, device="cpu")
-            n = n.to(device=self.device, dtype=self.dtype)
-        return n * layer.noise_strength.to(self.dtype)
-
-
-def _version(t: Tensor) -> int:
-    """In-place update counter of a tensor; inference tensors (made under inference_mode, as in
-    ComfyUI) cannot change, so they have none."""
-    return 0 if t.is_inference() else t._version
+            n = n * layer.noise_strength.to(self.dtype)
+            if frozen:  # a few position patterns recur (a frame's, a panorama tile's)
+                layer.noise_cache[key] = n
+                while len(layer.noise_cache) > 4:
+                    layer.noise_cache.popitem(last=False)
+            return n
+        n = torch.randn([b, 1, h, w], generator=self.generator, device="cpu")
+        return n.to(device=self.device, dtype=self.dtype) * layer.noise_strength.to(self.dtype)
 
 
 class SynthesisLayer(nn.Module):
@@ -296,6 +306,7 @@ class SynthesisLayer(nn.Module):
         self.register_buffer("noise_const", torch.randn([resolution, resolution]))
         self._prepared: tuple | None = None
         self._packed_cache = _Scratch()
+        self.noise_cache = _Scratch()  # "const" noise as positions read it, scaled by its strength
 
     def prepared_weights(self, dtype, fast: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         """(weight, bias, demod) ready for `dtype`; cached while the weights are frozen.
@@ -306,7 +317,8 @@ class SynthesisLayer(nn.Module):
         keeps the official order of operations so that it matches official outputs to 1e-4.
         """
         frozen = not (self.weight.requires_grad and torch.is_grad_enabled())
-        key = (dtype, fast, _version(self.weight), _version(self.bias), self.weight.device)
+        key = (dtype, fast, _version(self.weight), _version(self.bias), self.weight.device,
+               torch.is_inference_mode_enabled())  # inference tensors cannot enter a graph
         if frozen and self._prepared is not None and self._prepared[0] == key:
             return self._prepared[1]
         demod = (self.weight.square().sum(dim=[1, 2, 3]) + 1e-8).rsqrt()

@@ -184,6 +184,12 @@ def coord_features(basis: Tensor, x: np.ndarray, y: np.ndarray, use_cosine: bool
 # ---------------------------------------------------------------------------------------------
 # Modules
 
+def _version(t: Tensor) -> int:
+    """In-place update counter of a tensor; inference tensors (made under inference_mode, as in
+    ComfyUI) cannot change, so they have none."""
+    return 0 if t.is_inference() else t._version
+
+
 class FullyConnected(nn.Module):
     """A dense layer with equalised learning rate (weights scaled at run time)."""
 
@@ -195,15 +201,29 @@ class FullyConnected(nn.Module):
         self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
         self.weight_gain = lr_multiplier / math.sqrt(in_features)
         self.bias_gain = lr_multiplier
+        self._scaled: tuple | None = None
 
-    def forward(self, x: Tensor) -> Tensor:
-        w = self.weight.to(x.dtype) * self.weight_gain
-        b = self.bias.to(x.dtype)
+    def scaled(self, dtype) -> tuple[Tensor, Tensor]:
+        """(weight^T, bias [1, out]) with the learning-rate gains applied: cached while the
+        weights are frozen (inference scales them once, not on every call)."""
+        frozen = not (self.weight.requires_grad and torch.is_grad_enabled())
+        key = (dtype, self.weight.device, _version(self.weight), _version(self.bias),
+               torch.is_inference_mode_enabled())
+        if frozen and self._scaled is not None and self._scaled[0] == key:
+            return self._scaled[1]
+        wt = (self.weight.to(dtype) * self.weight_gain).t()
+        b = self.bias.to(dtype).unsqueeze(0)
         if self.bias_gain != 1:
             b = b * self.bias_gain
+        if frozen:
+            self._scaled = (key, (wt.detach(), b.detach()))
+        return wt, b
+
+    def forward(self, x: Tensor) -> Tensor:
+        wt, b = self.scaled(x.dtype)
         if self.activation == "linear":
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, self.activation)
+            return torch.addmm(b, x, wt)
+        return bias_act(x.matmul(wt), b[0], self.activation)
 
 
 def polyphase_weight(weight_t: Tensor) -> Tensor:

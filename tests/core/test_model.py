@@ -183,6 +183,49 @@ def test_weights_get_gradients_after_a_frozen_pass():
     assert G.synthesis.b8.conv1.weight.grad is not None and G.synthesis.b8.conv1.weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_cached_weights_noise_and_styles_follow_weight_updates(fast):
+    """Inference caches what it derives from weights and positions (scaled affine weights, "const"
+    noise, column styles): an in-place update (an optimiser step, an EMA) must reach the pixels,
+    under inference_mode (as in ComfyUI) and after it with gradients on (as in training)."""
+    G = make_tiny(6)
+    G.fast = fast
+    w = alis_core.sample_anchors(G, 3, seed=1)
+    lb = torch.tensor([1])
+    with torch.no_grad():
+        before = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
+        assert torch.equal(before, G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const"))
+        G.synthesis.b16.conv1.noise_strength.add_(1.0)
+        G.synthesis.b16.conv1.affine.weight.mul_(1.5)
+        G.mapping.fc0.bias.add_(0.5)
+    w2 = alis_core.sample_anchors(G, 3, seed=1)
+    assert not torch.equal(w2, w)
+    with torch.no_grad():
+        after = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
+    fresh = copy.deepcopy(G)
+    for m in fresh.modules():  # nothing cached
+        for name in ("_scaled", "_prepared"):
+            if hasattr(m, name):
+                setattr(m, name, None)
+        if hasattr(m, "noise_cache"):
+            m.noise_cache.clear()
+    fresh.synthesis.feature_cache = type(G.synthesis.feature_cache)()
+    with torch.no_grad():
+        ref = fresh.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
+    assert (after - before).abs().max() > 1e-3
+    assert torch.equal(after, ref)
+    G = make_tiny(6)  # caches filled under inference_mode first
+    G.fast = fast
+    with torch.inference_mode():
+        G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
+    wg = w.clone().requires_grad_(True)  # frozen weights, gradients for the anchors (an inversion)
+    G.frame(wg[:1], wg[1:2], wg[2:], lb, noise_mode="const").square().mean().backward()
+    assert wg.grad is not None and wg.grad.abs().sum() > 0
+    G.requires_grad_(True)  # inference tensors cached above must not enter a training graph
+    G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const").square().mean().backward()
+    assert G.synthesis.b16.conv1.noise_strength.grad is not None
+
+
 def test_polyphase_upsampling_equals_transposed_convolution():
     from alis_core.layers import conv_transpose3x3_up2, conv_up2_polyphase, polyphase_weight
     g = torch.Generator().manual_seed(0)
