@@ -463,15 +463,9 @@ class SynthesisLayer(nn.Module):
         return x if self.conv_clamp is None else x.clamp_(-self.conv_clamp, self.conv_clamp)
 
 
-_BLUR: dict = {}
-
-
 def _blur_weight(channels: int, dtype) -> Tensor:
-    """The [1,3,3,1] x [1,3,3,1] filter (gain 4) as a depthwise weight, cached."""
-    key = (channels, dtype)
-    if key not in _BLUR:
-        _BLUR[key] = _filter_2d(channels, 4.0, dtype, "cpu").contiguous(memory_format=CHANNELS_LAST)
-    return _BLUR[key]
+    """The [1,3,3,1] x [1,3,3,1] filter (gain 4) as a depthwise weight in oneDNN's layout."""
+    return _filter_2d(channels, 4.0, dtype, "cpu").contiguous(memory_format=CHANNELS_LAST)
 
 
 class ToRGB(nn.Module):

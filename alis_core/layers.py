@@ -45,10 +45,17 @@ def lowpass_filter_1d(device=None) -> Tensor:
     return f / f.sum()
 
 
+_FILTERS: dict = {}
+
+
 def _filter_2d(channels: int, gain: float, dtype, device) -> Tensor:
-    f = lowpass_filter_1d(device).to(torch.float64)
-    f2 = torch.outer(f, f) * gain
-    return f2.to(dtype).expand(channels, 1, 4, 4).contiguous()
+    """The [1,3,3,1] x [1,3,3,1] filter times `gain` as a depthwise weight [channels, 1, 4, 4], cached
+    (a constant; made under inference_mode it could not enter a graph, so kept apart then)."""
+    key = (channels, gain, dtype, str(device), torch.is_inference_mode_enabled())
+    if key not in _FILTERS:
+        f = lowpass_filter_1d(device).to(torch.float64)
+        _FILTERS[key] = (torch.outer(f, f) * gain).to(dtype).expand(channels, 1, 4, 4).contiguous()
+    return _FILTERS[key]
 
 
 def upsample2d(x: Tensor) -> Tensor:
