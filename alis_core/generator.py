@@ -308,6 +308,14 @@ class SynthesisLayer(nn.Module):
         self._packed_cache = _Scratch()
         self.noise_cache = _Scratch()  # "const" noise as positions read it, scaled by its strength
 
+    def _apply(self, fn, *args, **kwargs):
+        """Moving or casting the layer (ComfyUI offloads models between runs) drops what was
+        derived from the weights, which would otherwise keep the old device's memory."""
+        self._prepared = None
+        self._packed_cache.clear()
+        self.noise_cache.clear()
+        return super()._apply(fn, *args, **kwargs)
+
     def prepared_weights(self, dtype, fast: bool) -> tuple[Tensor, Tensor, Tensor | None]:
         """(weight, bias, demod) ready for `dtype`; cached while the weights are frozen.
 
@@ -606,6 +614,10 @@ class SynthesisNetwork(nn.Module):
         phase = torch.cat([b[:, 0] for b in bases]).double().numpy() * self.cfg.w_coord_dist / (2 * math.pi)
         self.periodic = bool(np.all(np.abs(phase - np.round(phase)) < 1e-3))
         self.feature_cache = _FeatureCache()
+
+    def _apply(self, fn, *args, **kwargs):
+        self.feature_cache = _FeatureCache()  # coordinate features and column styles of the old device
+        return super()._apply(fn, *args, **kwargs)
 
     def forward(self, ws3: Tensor, pos: PatchPositions, noise_mode: str = "none",
                 generator: torch.Generator | None = None, dtype=torch.float32, fast: bool = False) -> Tensor:

@@ -226,6 +226,10 @@ class FullyConnected(nn.Module):
             self._scaled = (key, (wt.detach(), b.detach()))
         return wt, b
 
+    def _apply(self, fn, *args, **kwargs):
+        self._scaled = None  # moved or cast: the cached copy would pin the old device's memory
+        return super()._apply(fn, *args, **kwargs)
+
     def forward(self, x: Tensor) -> Tensor:
         wt, b = self.scaled(x.dtype)
         if self.activation == "linear":

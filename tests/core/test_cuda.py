@@ -113,3 +113,22 @@ def test_training_steps_on_cuda(tmp_path):
     G = alis_core.load_generator(out / "final.safetensors", device="cuda")
     strip = alis_core.panorama(G, alis_core.sample_anchors(G, 2, seed=0), wrap=True)
     assert torch.isfinite(strip).all()
+
+
+def test_offloading_to_the_cpu_frees_the_gpu():
+    """ComfyUI moves a model to the GPU for a run and back after it: the caches derived from the
+    weights must not keep GPU memory."""
+    G = make_tiny(8)
+    G.fast = True
+    a = alis_core.sample_anchors(G, 3, seed=0)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    G.to("cuda")
+    with torch.no_grad():
+        gpu = alis_core.panorama(G, a.cuda(), noise_mode="const", context=True)
+    G.to("cpu")
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() <= base + 2 ** 16
+    with torch.no_grad():
+        cpu = alis_core.panorama(G, a, noise_mode="const", context=True)
+    assert (gpu - cpu).abs().max() <= 1e-4 * cpu.abs().max()

@@ -226,6 +226,26 @@ def test_cached_weights_noise_and_styles_follow_weight_updates(fast):
     assert G.synthesis.b16.conv1.noise_strength.grad is not None
 
 
+def test_moving_the_generator_drops_its_caches():
+    """Hosts move models between devices between runs (ComfyUI offloads them): nothing derived from
+    the weights may stay behind holding the old device's memory, and the pixels stay the same."""
+    G = make_tiny(7)
+    G.fast = True
+    a = alis_core.sample_anchors(G, 3, seed=0)
+
+    def cached():
+        return sum(getattr(m, "_prepared", None) is not None or getattr(m, "_scaled", None) is not None
+                   or bool(getattr(m, "noise_cache", None)) or bool(getattr(m, "_packed_cache", None))
+                   for m in G.modules()) + len(G.synthesis.feature_cache._d)
+
+    with torch.no_grad():
+        before = alis_core.panorama(G, a, noise_mode="const")
+        assert cached() > 0
+        G.to("cpu")
+        assert cached() == 0
+        assert torch.equal(alis_core.panorama(G, a, noise_mode="const"), before)
+
+
 def test_polyphase_upsampling_equals_transposed_convolution():
     from alis_core.layers import conv_transpose3x3_up2, conv_up2_polyphase, polyphase_weight
     g = torch.Generator().manual_seed(0)
