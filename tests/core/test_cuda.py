@@ -132,3 +132,23 @@ def test_offloading_to_the_cpu_frees_the_gpu():
     with torch.no_grad():
         cpu = alis_core.panorama(G, a, noise_mode="const", context=True)
     assert (gpu - cpu).abs().max() <= 1e-4 * cpu.abs().max()
+
+
+def test_comfyui_node_flow_on_cuda_with_offload(tiny_checkpoint):
+    """The ComfyUI nodes as ComfyUI runs them on a GPU: the model rests on the CPU, moves to the GPU
+    for each run and back; two runs give the CPU's pictures and leave no GPU memory behind."""
+    from nodes.anchors import make_anchors
+    from nodes.loaders import load_checkpoint
+    from nodes.panorama import make_panorama
+    gpu = load_checkpoint(tiny_checkpoint, device="cuda", offload_device="cpu")
+    cpu = load_checkpoint(tiny_checkpoint, device="cpu")
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    anchors = make_anchors(gpu, seed=3, num_anchors=3)
+    runs = [make_panorama(gpu, anchors, noise_mode="const") for _ in range(2)]
+    ref = make_panorama(cpu, make_anchors(cpu, seed=3, num_anchors=3), noise_mode="const")
+    assert torch.equal(runs[0], runs[1])
+    assert runs[0].shape == ref.shape and (runs[0] - ref).abs().max() <= 1e-4
+    assert next(gpu.generator.parameters()).device.type == "cpu"
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() <= base + 2 ** 16
