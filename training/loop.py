@@ -325,6 +325,11 @@ class Trainer:
         self.info = dist_info or DistInfo()
         self.out = Path(out_dir)
         self.device = torch.device(device)
+        if self.device.type == "cuda":
+            # cuDNN times its algorithms once per shape (a run's shapes are fixed), as the official
+            # trainer has it: its heuristics chose FFT convolutions 5x slower than the best for some
+            # of this model's shapes when rendering on an H200
+            torch.backends.cudnn.benchmark = True
         self.dataset = dataset
         self.data_source = data_source or str(getattr(dataset, "manifest", {}).get("source", ""))
         state = None
