@@ -283,9 +283,9 @@ class _Context:
             cols = (slots[:, None] * pw - margin + torch.arange(w, device=self.device)[None, :]) % h  # [B, w]
             n = layer.noise_const.to(self.dtype)[:, cols].permute(1, 0, 2).unsqueeze(1)  # [B, 1, h, w]
             n = n * layer.noise_strength.to(self.dtype)
-            if frozen:  # a few position patterns recur (a frame's, a panorama tile's)
+            if frozen:  # one or two position patterns recur (a frame's; a panorama's tiles and its last)
                 layer.noise_cache[key] = n
-                while len(layer.noise_cache) > 4:
+                while len(layer.noise_cache) > 2:
                     layer.noise_cache.popitem(last=False)
             return n
         n = torch.randn([b, 1, h, w], generator=self.generator, device="cpu")
