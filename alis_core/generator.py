@@ -54,10 +54,10 @@ def _conv_act(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int, grou
 @contextlib.contextmanager
 def exact_cuda(device: torch.device, weights: Tensor):
     """Rendering on CUDA in true float32 with deterministic cuDNN algorithms. cuDNN convolutions
-    default to TF32 (10-bit mantissas, errors of 1e-3), which breaks parity with the official model,
-    and may pick algorithms whose sums differ from run to run, so that the same seed would give other
-    pixels on every call and the loop would not close bit-exactly. cuDNN's heuristics also picked
-    FFT algorithms 5-10x slower than others for some shapes (measured on an H200): benchmark mode
+    default to TF32 (10-bit mantissas, about 1e-3 relative), too coarse for parity with the official
+    model, and picked algorithms whose sums differed from call to call (2e-5 on an H200), so that the
+    same seed gave other pixels on every call and the loop did not close bit-exactly. cuDNN's
+    heuristics also picked an FFT algorithm that made 1024 px panoramas 5x slower: benchmark mode
     times the deterministic ones once per shape (panorama tiles share one) and keeps the fastest.
     Training (gradients for `weights`) keeps PyTorch's global settings."""
     if device.type != "cuda" or (weights.requires_grad and torch.is_grad_enabled()):
