@@ -152,3 +152,12 @@ def test_comfyui_node_flow_on_cuda_with_offload(tiny_checkpoint):
     assert next(gpu.generator.parameters()).device.type == "cpu"
     torch.cuda.synchronize()
     assert torch.cuda.memory_allocated() <= base + 2 ** 16
+
+
+def test_float32_rendering_on_cuda_takes_the_exact_path():
+    """The fast float32 formulation is for CPUs; on CUDA the exact one was as fast or faster."""
+    G = make_tiny(9).to("cuda")
+    a = alis_core.sample_anchors(G, 3, seed=0)
+    exact = alis_core.panorama(G, a, wrap=True, noise_mode="const", context=True)
+    G.fast = True
+    assert torch.equal(alis_core.panorama(G, a, wrap=True, noise_mode="const", context=True), exact)
