@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DiscriminatorConfig
-from .layers import FullyConnected, _filter_2d, bias_act, downsample2d
+from .layers import FullyConnected, bias_act, downsample2d, lowpass2d
 
 
 class Conv2dLayer(nn.Module):
@@ -29,9 +29,7 @@ class Conv2dLayer(nn.Module):
         if self.down == 2 and self.kernel_size == 1:
             x = F.conv2d(downsample2d(x, (1, 1)), w)  # filter and subsample first, then 1x1
         elif self.down == 2:
-            c = x.shape[1]  # filter at full resolution (pad 2), then a strided 3x3 convolution
-            x = F.conv2d(F.pad(x, [2, 2, 2, 2]), _filter_2d(c, 1.0, x.dtype, x.device), groups=c)
-            x = F.conv2d(x, w, stride=2)
+            x = F.conv2d(lowpass2d(x, 2), w, stride=2)  # filter at full resolution (pad 2), then a strided 3x3
         else:
             x = F.conv2d(x, w, padding=self.kernel_size // 2)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None

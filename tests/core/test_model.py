@@ -154,6 +154,31 @@ def test_discriminator_scores_frames():
     assert all(p.grad is not None for p in D.parameters())
 
 
+def _r1_gradients(D, x):
+    """The R1 penalty's gradients for D's weights: a double backward, as training runs it."""
+    from torch.profiler import profile
+    D.zero_grad()
+    with profile() as prof:
+        grad, = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+        grad.square().sum().backward()
+    convs = sum(e.count for e in prof.key_averages() if e.key == "aten::convolution")
+    return [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in D.parameters()], convs
+
+
+def test_pooled_lowpass_avoids_per_channel_double_backward(monkeypatch):
+    """On GPUs the low-pass filters run as poolings when gradients are recorded: the same R1
+    gradients without the double backward of a grouped convolution, which PyTorch runs channel
+    by channel (one convolution per channel)."""
+    D = alis_core.Discriminator(alis_core.DiscriminatorConfig(img_resolution=32, channel_base=512, channel_max=64))
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    grouped, grouped_convs = _r1_gradients(D, x)
+    monkeypatch.setattr(alis_core.layers, "POOLED_LOWPASS_DEVICES", ("cpu",))
+    pooled, pooled_convs = _r1_gradients(D, x)
+    assert pooled_convs < 40 < grouped_convs
+    for a, b in zip(grouped, pooled):
+        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+
+
 def test_generator_is_differentiable(tiny_G):
     G = make_tiny(1).requires_grad_(True)
     w = G.map(torch.randn(2, G.z_dim))
