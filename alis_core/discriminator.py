@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DiscriminatorConfig
-from .layers import FullyConnected, bias_act, downsample2d, lowpass2d
+from .layers import FullyConnected, bias_act, lowpass2d
 
 
 class Conv2dLayer(nn.Module):
@@ -27,7 +27,7 @@ class Conv2dLayer(nn.Module):
     def forward(self, x: Tensor, gain: float = 1.0) -> Tensor:
         w = (self.weight * self.weight_gain).to(x.dtype)
         if self.down == 2 and self.kernel_size == 1:
-            x = F.conv2d(downsample2d(x, (1, 1)), w)  # filter and subsample first, then 1x1
+            x = F.conv2d(lowpass2d(x, 1, stride=2), w)  # filter and subsample first, then 1x1
         elif self.down == 2:
             x = F.conv2d(lowpass2d(x, 2), w, stride=2)  # filter at full resolution (pad 2), then a strided 3x3
         else:

@@ -453,7 +453,7 @@ class SynthesisLayer(nn.Module):
             x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=act, add=add)
         else:
             o = bias.shape[0]
-            filt = _blur_weight(o, x.dtype)
+            filt = _filter_2d(o, 4.0, x.dtype, "cpu")  # [O, 1, 4, 4]: already oneDNN's layout
             if weight.shape[2] == 2:  # polyphase: one 2x2 convolution, the 4 phases shuffled into a buffer
                 y = _conv_act(x, self._packed(weight, x.shape), None, 1, act=False)  # [B, 4*O, h+1, w+1]
                 buf = torch.empty([b, o, 2 * h + 3, 2 * w + 3], dtype=x.dtype, memory_format=CHANNELS_LAST)
@@ -474,11 +474,6 @@ class SynthesisLayer(nn.Module):
         elif add is not None:
             x = F.leaky_relu_(x, LRELU_ALPHA)
         return x if self.conv_clamp is None else x.clamp_(-self.conv_clamp, self.conv_clamp)
-
-
-def _blur_weight(channels: int, dtype) -> Tensor:
-    """The [1,3,3,1] x [1,3,3,1] filter (gain 4) as a depthwise weight in oneDNN's layout."""
-    return _filter_2d(channels, 4.0, dtype, "cpu").contiguous(memory_format=CHANNELS_LAST)
 
 
 class ToRGB(nn.Module):

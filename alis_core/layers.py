@@ -161,14 +161,6 @@ def conv3x3_winograd(x: Tensor, weight_wino: Tensor, bias: Tensor | None = None,
     return out
 
 
-def downsample2d(x: Tensor, pad: tuple[int, int]) -> Tensor:
-    """Low-pass filter then keep every second pixel (StyleGAN2's downsampling path)."""
-    if pad[0] != pad[1]:
-        x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])
-        return lowpass2d(x, 0, stride=2)
-    return lowpass2d(x, pad[0], stride=2)
-
-
 # ---------------------------------------------------------------------------------------------
 # Fourier coordinate features (ALIS Sec. 3.3): a logarithmic basis of wavefronts in 4 directions.
 
