@@ -31,6 +31,8 @@ CHANNELS_LAST = torch.channels_last
 SMALL_DECONV_PIXELS = 4096  # fused float32 path: transposed convolutions of inputs this small are matmuls
 WINOGRAD_MIN_CHANNELS = 128  # fused float32 path: 3x3 convolutions this wide (in and out) and
 WINOGRAD_MIN_PIXELS = 1024  # this large (batch x height x width) use Winograd F(4x4, 3x3)
+WINOGRAD2_MIN_CHANNELS = 256  # smaller ones this wide and large use F(2x2, 3x3)
+WINOGRAD2_MIN_PIXELS = 128
 # Context rendering: extra columns each side at every resolution that make a strip's columns equal
 # one convolution over the whole panorama (measured: 4 leaves errors of 1e-2, 6 is exact to 1e-6).
 # 8, so that every block reads a multiple of 4 more columns: oneDNN's bfloat16 upsampling
@@ -403,20 +405,28 @@ class SynthesisLayer(nn.Module):
         return cache[key]
 
     @staticmethod
-    def _use_winograd(x: Tensor, weight: Tensor) -> bool:
-        """Winograd F(4x4, 3x3) pays for its tile transforms from 128 channels on (measured per
-        layer: about 2x faster than oneDNN's direct convolution at 512 channels, 1.2-1.9x at 256,
-        a few % at 128, slower at 64), and for its 4x larger weights from about 64 tiles on
-        (below, reading the weights from memory costs more than the multiplications saved);
-        float32 only (its transforms would lose bfloat16's few bits of precision)."""
+    def _winograd_tile(x: Tensor, weight: Tensor) -> int:
+        """The Winograd tile size for this 3x3 convolution, 0 for none. F(4x4, 3x3) pays for its
+        tile transforms from 128 channels on (measured per layer: about 2x faster than oneDNN's
+        direct convolution at 512 channels, 1.2-1.9x at 256, a few % at 128, slower at 64), and for
+        its 4x larger weights from about 64 tiles on (below, reading the weights from memory costs
+        more than the multiplications saved). Below that, on the wide layers of a few hundred
+        pixels, F(2x2, 3x3) (16/9 the weights) is the better one. Float32 only (the transforms
+        would lose bfloat16's few bits of precision)."""
         b, i, h, w = x.shape
-        return (x.dtype == torch.float32 and min(i, weight.shape[0]) >= WINOGRAD_MIN_CHANNELS
-                and b * h * w >= WINOGRAD_MIN_PIXELS and h % 4 == 0 and w % 4 == 0)
+        if x.dtype != torch.float32:
+            return 0
+        c, n = min(i, weight.shape[0]), b * h * w
+        if c >= WINOGRAD_MIN_CHANNELS and n >= WINOGRAD_MIN_PIXELS and h % 4 == 0 and w % 4 == 0:
+            return 4
+        if c >= WINOGRAD2_MIN_CHANNELS and n >= WINOGRAD2_MIN_PIXELS and h % 2 == 0 and w % 2 == 0:
+            return 2
+        return 0
 
-    def _winograd(self, weight: Tensor) -> Tensor:
-        key = ("winograd", weight.dtype)
+    def _winograd(self, weight: Tensor, m: int) -> Tensor:
+        key = ("winograd", m, weight.dtype)
         if key not in self._packed_cache:  # emptied whenever the prepared weights change
-            self._packed_cache[key] = winograd_weight(weight)
+            self._packed_cache[key] = winograd_weight(weight, m)
         return self._packed_cache[key]
 
     def _conv_transpose_small(self, x: Tensor, weight: Tensor) -> Tensor:
@@ -446,8 +456,9 @@ class SynthesisLayer(nn.Module):
             # (in float32 the separate in-place addition is faster)
             add = (noise * LRELU_GAIN).to(x.dtype).expand(b, bias.shape[0], h * self.up, w * self.up)
             noise = None
-        if self.up == 1 and self._use_winograd(x, weight):
-            x = F.leaky_relu_(conv3x3_winograd(x, self._winograd(weight), bias, noise, LRELU_GAIN), LRELU_ALPHA)
+        tile = self._winograd_tile(x, weight) if self.up == 1 else 0
+        if tile:
+            x = F.leaky_relu_(conv3x3_winograd(x, self._winograd(weight, tile), bias, noise, LRELU_GAIN), LRELU_ALPHA)
             noise = None
         elif self.up == 1:
             x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=act, add=add)

@@ -296,17 +296,21 @@ def test_fast_and_bfloat16_paths_match_exact(tiny_G):
     assert (bf16 - exact).abs().max() < 0.1 * scale and (bf16 - exact).abs().mean() < 0.01 * scale
 
 
-@pytest.mark.parametrize("dtype,small_deconv,winograd", [(torch.float32, 4096, 256), (torch.float32, 0, 256),
-                                                          (torch.float32, 4096, 0), (torch.bfloat16, 4096, 0)])
+@pytest.mark.parametrize("dtype,small_deconv,winograd", [(torch.float32, 4096, None), (torch.float32, 0, None),
+                                                          (torch.float32, 4096, 4), (torch.float32, 4096, 2),
+                                                          (torch.bfloat16, 4096, 4), (torch.bfloat16, 4096, 2)])
 @pytest.mark.parametrize("noise", ["none", "const"])
 def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype, small_deconv, winograd, monkeypatch):
     """Without gradients the CPU runs oneDNN convolutions with bias and activation fused, prepacked
     weights and the toRGB matmul; with gradients enabled (weights frozen) the plain fast path runs.
     small_deconv 0: every float32 transposed convolution through oneDNN instead of the matmul;
-    winograd 0: every float32 3x3 convolution whose size allows it by Winograd (never bfloat16)."""
+    winograd 4 or 2: every float32 3x3 convolution whose size allows it by Winograd F(4x4) or F(2x2)
+    (never bfloat16); None: none by Winograd (the tiny model's layers are below both thresholds)."""
     monkeypatch.setattr(alis_core.generator, "SMALL_DECONV_PIXELS", small_deconv)
-    monkeypatch.setattr(alis_core.generator, "WINOGRAD_MIN_CHANNELS", winograd)
-    monkeypatch.setattr(alis_core.generator, "WINOGRAD_MIN_PIXELS", winograd)
+    for m, name in ((4, "WINOGRAD"), (2, "WINOGRAD2")):
+        on = 0 if winograd == m else 10 ** 9
+        monkeypatch.setattr(alis_core.generator, name + "_MIN_CHANNELS", on)
+        monkeypatch.setattr(alis_core.generator, name + "_MIN_PIXELS", on)
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast, G.compute_dtype = True, dtype
     w = alis_core.sample_anchors(G, 3, seed=2)
@@ -316,8 +320,8 @@ def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype,
         fused = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode=noise)
         again = copy.deepcopy(G).frame(w[:1], w[1:2], w[2:], lb, noise_mode=noise)  # caches do not copy
     assert any(len(m._packed_cache) for m in G.modules() if hasattr(m, "_packed_cache"))  # the fused path ran
-    used_winograd = any(("winograd", dtype) in m._packed_cache for m in G.modules() if hasattr(m, "_packed_cache"))
-    assert used_winograd == (winograd == 0 and dtype == torch.float32)
+    used = {k[1] for m in G.modules() if hasattr(m, "_packed_cache") for k in m._packed_cache if k[0] == "winograd"}
+    assert used == ({winograd} if winograd and dtype == torch.float32 else set())
     tol = 1e-5 if dtype == torch.float32 else 0.05
     assert (fused - plain).abs().max() <= tol * plain.abs().max()
     assert torch.equal(fused, again)
@@ -343,10 +347,11 @@ def test_fused_path_falls_back_when_onednn_refuses(tiny_G, monkeypatch):
     assert (out - plain).abs().max() <= 1e-5 * plain.abs().max()
 
 
+@pytest.mark.parametrize("m", [4, 2])
 @pytest.mark.parametrize("shape", [(2, 24, 8, 4), (1, 16, 12, 20)])
-def test_winograd_convolution_equals_direct(shape):
-    """Winograd F(4x4, 3x3) against F.conv2d(padding=1), both memory layouts; bias optional;
-    sizes that are not multiples of 4 are refused, not silently cropped."""
+def test_winograd_convolution_equals_direct(shape, m):
+    """Winograd F(4x4, 3x3) and F(2x2, 3x3) against F.conv2d(padding=1), both memory layouts; bias
+    optional; sizes that are not multiples of the tile are refused, not silently cropped."""
     from alis_core.layers import conv3x3_winograd, winograd_weight
     g = torch.Generator().manual_seed(0)
     x = torch.randn(shape, generator=g)
@@ -354,13 +359,13 @@ def test_winograd_convolution_equals_direct(shape):
     b = torch.randn(32, generator=g)
     ref = torch.nn.functional.conv2d(x, w, b, padding=1)
     for xx in (x, x.contiguous(memory_format=torch.channels_last)):
-        out = conv3x3_winograd(xx, winograd_weight(w), b)
+        out = conv3x3_winograd(xx, winograd_weight(w, m), b)
         assert out.shape == ref.shape and out.is_contiguous(memory_format=torch.channels_last)
         assert (out - ref).abs().max() <= 1e-5 * ref.abs().max()
-    nobias = conv3x3_winograd(x, winograd_weight(w))
+    nobias = conv3x3_winograd(x, winograd_weight(w, m))
     assert torch.allclose(nobias + b.reshape(1, -1, 1, 1), out, atol=1e-5 * ref.abs().max().item())
     noise = torch.randn(shape[0], 1, shape[2], shape[3], generator=g)
-    noisy = conv3x3_winograd(x, winograd_weight(w), b, noise, alpha=0.5)
+    noisy = conv3x3_winograd(x, winograd_weight(w, m), b, noise, alpha=0.5)
     assert (noisy - (ref + 0.5 * noise)).abs().max() <= 1e-5 * ref.abs().max()
-    with pytest.raises(ValueError, match="multiples of 4"):
-        conv3x3_winograd(x[..., :3], winograd_weight(w))
+    with pytest.raises(ValueError, match=f"multiples of {m}"):
+        conv3x3_winograd(x[..., :3], winograd_weight(w, m))
