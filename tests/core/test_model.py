@@ -369,3 +369,30 @@ def test_winograd_convolution_equals_direct(shape, m):
     assert (noisy - (ref + 0.5 * noise)).abs().max() <= 1e-5 * ref.abs().max()
     with pytest.raises(ValueError, match=f"multiples of {m}"):
         conv3x3_winograd(x[..., :3], winograd_weight(w, m))
+
+
+@pytest.mark.parametrize("m", [4, 2])
+def test_winograd_in_chunks_equals_winograd_at_once(m, monkeypatch):
+    """Layers with many tiles run Winograd chunk by chunk (whole tile rows of one image, the last
+    chunk of an image shorter): the same sums as all tiles at once, noise and bias included."""
+    import alis_core.layers as layers
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 8, 28, 12, generator=g).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(6, 8, 3, 3, generator=g), torch.randn(6, generator=g)
+    noise = torch.randn(2, 1, 28, 12, generator=g)
+    ww = layers.winograd_weight(w, m)
+    monkeypatch.setattr(layers, "WINOGRAD_CHUNK_MIN_RATIO", 10 ** 9)
+    whole = layers.conv3x3_winograd(x, ww, b, noise, alpha=0.7)
+    calls = []
+    monkeypatch.setattr(layers.torch, "bmm", lambda a, bb: calls.append(a.shape[1]) or torch.matmul(a, bb))
+    monkeypatch.setattr(layers, "WINOGRAD_CHUNK_MIN_RATIO", 4)
+    monkeypatch.setattr(layers, "WINOGRAD_CHUNK_TILES", 19)
+    chunked = layers.conv3x3_winograd(x, ww, b, noise, alpha=0.7)
+    tx, ty = 12 // m, 28 // m
+    rows = max(1, 19 // tx)
+    assert calls == [tx * min(rows, ty - r0) for _ in range(2) for r0 in range(0, ty, rows)]
+    assert ty % rows  # a shorter last chunk is among them
+    assert chunked.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(chunked, whole, rtol=1e-5, atol=1e-5 * whole.abs().max().item())
+    ref = torch.nn.functional.conv2d(x, w, b, padding=1) + 0.7 * noise
+    assert (chunked - ref).abs().max() <= 1e-5 * ref.abs().max()
