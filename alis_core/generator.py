@@ -41,15 +41,17 @@ CONTEXT_MARGIN = 8
 _HAS_FUSED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
 
 
-def _conv_act(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int, groups: int = 1,
+def _conv_act(x: Tensor, weight: Tensor, bias: Tensor | None, padding, groups: int = 1,
               act: bool = True, add: Tensor | None = None) -> Tensor:
     """oneDNN convolution (CPU only) with bias and either the leaky ReLU or the addition of `add`
-    (a tensor of the output's shape; oneDNN fuses no activation after an addition but ReLU)."""
+    (a tensor of the output's shape; oneDNN fuses no activation after an addition but ReLU).
+    `padding`: one int for both sides, or (rows, columns)."""
+    padding = [padding] * 2 if isinstance(padding, int) else list(padding)
     if add is not None:
-        return torch.ops.mkldnn._convolution_pointwise.binary(x, add, weight, bias, [padding] * 2, [1, 1], [1, 1],
+        return torch.ops.mkldnn._convolution_pointwise.binary(x, add, weight, bias, padding, [1, 1], [1, 1],
                                                               groups, "add", None, None, [], None)
     attr, scalars = ("leaky_relu", [LRELU_ALPHA]) if act else ("none", [])
-    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, [padding] * 2, [1, 1], [1, 1], groups,
+    return torch.ops.mkldnn._convolution_pointwise(x, weight, bias, padding, [1, 1], [1, 1], groups,
                                                    attr, scalars, "")
 
 
@@ -391,18 +393,34 @@ class SynthesisLayer(nn.Module):
             return x
         return x.clamp_(-self.conv_clamp, self.conv_clamp) if ip else x.clamp(-self.conv_clamp, self.conv_clamp)
 
-    def _packed(self, weight: Tensor, shape) -> Tensor:
+    def _packed(self, weight: Tensor, shape, padding=(1, 1), tag: str = "") -> Tensor:
         """`weight` reordered once into oneDNN's blocked layout for inputs of this shape (the
         reorder otherwise runs on every call: a third of the time of the small, weight-heavy
-        layers). Two shapes are kept (a frame and a panorama batch, say)."""
+        layers). Two shapes are kept per weight (a frame and a panorama batch, say); `tag` names
+        a weight derived from the layer's (the polyphase halves)."""
         key = (weight.dtype, tuple(shape))
-        cache = self._packed_cache.setdefault("onednn", OrderedDict())  # emptied when the weights change
+        cache = self._packed_cache.setdefault(("onednn", tag), OrderedDict())  # emptied when the weights change
         if key not in cache:
-            cache[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), [1, 1], [1, 1], [1, 1], 1,
+            cache[key] = torch._C._nn.mkldnn_reorder_conv2d_weight(weight.to_mkldnn(), list(padding), [1, 1], [1, 1], 1,
                                                                   list(shape))
             while len(cache) > 2:
                 cache.popitem(last=False)
         return cache[key]
+
+    def _polyphase_halves(self, weight: Tensor, shape) -> tuple[Tensor, Tensor]:
+        """The polyphase weight [4*O, I, 2, 2] (output channel o*4 + 2a + b: phase row parity a,
+        column parity b) split by row parity, phase-major: even output rows need both kernel
+        rows, [2*O, I, 2, 2]; odd rows only the second, [2*O, I, 1, 2]. 12 of the 16 taps the
+        single 2x2 convolution multiplies (9 are nonzero)."""
+        key = ("polyphase-halves", weight.dtype)
+        if key not in self._packed_cache:
+            i = weight.shape[1]
+            k = weight.view(-1, 2, 2, i, 2, 2)  # [O, a, b, I, u, v]
+            even = k[:, 0].transpose(0, 1).reshape(-1, i, 2, 2)
+            odd = k[:, 1, :, :, 1:].transpose(0, 1).reshape(-1, i, 1, 2)
+            self._packed_cache[key] = tuple(t.contiguous(memory_format=CHANNELS_LAST) for t in (even, odd))
+        even, odd = self._packed_cache[key]
+        return (self._packed(even, shape, tag="even"), self._packed(odd, shape, (0, 1), tag="odd"))
 
     @staticmethod
     def _winograd_tile(x: Tensor, weight: Tensor) -> int:
@@ -465,14 +483,18 @@ class SynthesisLayer(nn.Module):
         else:
             o = bias.shape[0]
             filt = _filter_2d(o, 4.0, x.dtype, "cpu")  # [O, 1, 4, 4]: already oneDNN's layout
-            if weight.shape[2] == 2:  # polyphase: one 2x2 convolution, the 4 phases shuffled into a buffer
-                y = _conv_act(x, self._packed(weight, x.shape), None, 1, act=False)  # [B, 4*O, h+1, w+1]
+            if weight.shape[2] == 2:  # polyphase: the 4 phases by two convolutions, shuffled into a buffer
+                even, odd = self._polyphase_halves(weight, x.shape)
+                y0 = _conv_act(x, even, None, (1, 1), act=False)  # [B, 2*O, h+1, w+1]: phases (0, b)
+                y1 = _conv_act(x, odd, None, (0, 1), act=False)  # [B, 2*O, h, w+1]: phases (1, b)
                 buf = torch.empty([b, o, 2 * h + 3, 2 * w + 3], dtype=x.dtype, memory_format=CHANNELS_LAST)
                 bv = buf.permute(0, 2, 3, 1)  # [B, H, W, O] view of the NHWC memory
                 bv[:, 0].zero_()
                 bv[:, :, 0].zero_()
-                bv[:, 1:, 1:].view(b, h + 1, 2, w + 1, 2, o).copy_(
-                    y.permute(0, 2, 3, 1).view(b, h + 1, w + 1, o, 2, 2).permute(0, 1, 4, 2, 5, 3))
+                bv[:, -1].zero_()  # phase (1, b) of row h reads only the zero padding
+                phases = bv[:, 1:, 1:].view(b, h + 1, 2, w + 1, 2, o)
+                phases[:, :, 0].copy_(y0.permute(0, 2, 3, 1).view(b, h + 1, w + 1, 2, o))
+                phases[:, :h, 1].copy_(y1.permute(0, 2, 3, 1).view(b, h, w + 1, 2, o))
                 x = _conv_act(buf, filt, bias, 0, groups=o, act=act, add=add)
             else:
                 if b * h * w <= SMALL_DECONV_PIXELS:  # one matmul beats oneDNN's deconvolution there
