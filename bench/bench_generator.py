@@ -132,7 +132,21 @@ def memory_child(width: int, res: int, context: int) -> None:
     with torch.inference_mode():
         for tile in alis_core.iter_panorama(G, w, wrap=True, batch_size=8, context=bool(context)):
             n += tile.shape[2]  # a real caller writes the tile to disk here
-    print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    print(n, peak_rss_mib())
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory. On Linux VmHWM of /proc/self/status: getrusage's
+    ru_maxrss survives exec, so a child started by a large parent would report the parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
 def main() -> None:
