@@ -327,6 +327,47 @@ def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype,
     assert torch.equal(fused, again)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("with_noise", [False, True])
+def test_activation_in_row_blocks_equals_whole_passes(dtype, with_noise, monkeypatch):
+    """The fused path's epilogue (noise, leaky ReLU, clamp) in blocks of rows of one image gives
+    the same values, bit for bit, as whole-tensor passes, a shorter last block included."""
+    from alis_core import generator as gen
+    from alis_core.layers import LRELU_GAIN
+    g = torch.Generator().manual_seed(3)
+    x = (300 * torch.randn(2, 8, 13, 5, generator=g)).to(dtype).contiguous(memory_format=torch.channels_last)
+    noise = torch.randn(2, 1, 13, 5, generator=g).to(dtype) if with_noise else None
+    monkeypatch.setattr(gen, "EPILOGUE_CHUNK_DTYPES", (dtype,))
+    monkeypatch.setattr(gen, "EPILOGUE_CHUNK_BYTES", 1 << 40)
+    whole = gen._leaky_clamp_(x.clone(), 256.0, noise)
+    monkeypatch.setattr(gen, "EPILOGUE_CHUNK_BYTES", 3 * 5 * 8 * x.element_size())  # blocks of 3 rows
+    blocks = gen._leaky_clamp_(x.clone(), 256.0, noise)
+    ref = x.float() + (0 if noise is None else noise.float() * LRELU_GAIN)
+    ref = torch.nn.functional.leaky_relu(ref, 0.2).clamp(-256, 256)
+    assert torch.equal(blocks, whole) and blocks.is_contiguous(memory_format=torch.channels_last)
+    assert (blocks.float() - ref).abs().max() <= (2.0 if dtype == torch.bfloat16 else 1e-4)
+    assert blocks.float().abs().max() == 256  # the clamp was reached
+    assert gen._leaky_clamp_(x.clone(), None, noise).float().abs().max() > 256  # ... and mattered
+
+
+def test_fused_bfloat16_frame_with_activation_blocks(tiny_G, monkeypatch):
+    """A bfloat16 frame whose epilogues run in blocks of rows equals the one in whole passes."""
+    from alis_core import generator as gen
+    G = copy.deepcopy(tiny_G).requires_grad_(False)
+    G.fast, G.compute_dtype = True, torch.bfloat16
+    w = alis_core.sample_anchors(G, 3, seed=2)
+    calls = []
+    leaky = torch.nn.functional.leaky_relu_
+    monkeypatch.setattr(gen.F, "leaky_relu_", lambda t, a: calls.append(t.shape) or leaky(t, a))
+    with torch.no_grad():
+        whole = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="const")
+        n_whole = len(calls)
+        monkeypatch.setattr(gen, "EPILOGUE_CHUNK_BYTES", 1)  # one row per block
+        blocks = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="const")
+    assert len(calls) - n_whole > 3 * n_whole  # the blocks ran
+    assert torch.equal(blocks, whole)
+
+
 def test_fused_path_falls_back_when_onednn_refuses(tiny_G, monkeypatch):
     """A CPU whose oneDNN build lacks a fused operator gets the plain fast path, same pixels."""
     G = copy.deepcopy(tiny_G).requires_grad_(False)
