@@ -129,10 +129,14 @@ def _winograd_mats(m: int, dtype, device) -> tuple[Tensor, Tensor]:
 
 def winograd_weight(weight: Tensor, m: int = 4) -> Tensor:
     """A 3x3 convolution weight [O, I, 3, 3] in the Winograd domain of F(m x m, 3x3):
-    [(m+2)^2, I, O] (computed in float64)."""
-    g = torch.tensor(_WINO[m][1], dtype=torch.float64, device=weight.device)
-    u = g @ weight.to(torch.float64) @ g.t()  # [O, I, t, t]
-    return u.permute(2, 3, 1, 0).reshape((m + 2) ** 2, weight.shape[1], weight.shape[0]).to(weight.dtype).contiguous()
+    [(m+2)^2, I, O]. G w G^T for every channel pair as one matrix product with kron(G, G), in the
+    weight's precision (float32: 3e-8 relative, against 1e-5 for the convolution itself); a
+    float64 computation took 2-3x longer and its 80 MB temporaries slowed the first frame."""
+    g = torch.tensor(_WINO[m][1], dtype=torch.float64)
+    o, i, t = weight.shape[0], weight.shape[1], m + 2
+    k = torch.kron(g, g).to(weight.device, weight.dtype)  # [(a, b), (k, l)]
+    u = weight.reshape(o * i, 9) @ k.t()  # [(O, I), (a, b)]
+    return u.t().reshape(t * t, o, i).transpose(1, 2).contiguous()
 
 
 def conv3x3_winograd(x: Tensor, weight_wino: Tensor, bias: Tensor | None = None, add: Tensor | None = None,
