@@ -20,10 +20,22 @@ def _strip(G, plan: PanoramaPlan, patches: range, margin: int, noise: str = "non
 
 
 # exact: the official order of operations; fast: the fused CPU path; fast-unfused: the fast path
-# as it runs on GPUs (and in training: with gradients on)
-@pytest.mark.parametrize("mode", ["exact", "fast", "fast-unfused"])
+# as it runs on GPUs (and in training: with gradients on); winograd4/2: the fused path with every
+# 3x3 convolution whose size allows it by Winograd F(4x4) or F(2x2), chunks of 8 tiles
+@pytest.mark.parametrize("mode", ["exact", "fast", "fast-unfused", "winograd4", "winograd2"])
 @pytest.mark.parametrize("noise", ["none", "const"])
-def test_strips_with_context_equal_one_strip_over_everything(mode, noise):
+def test_strips_with_context_equal_one_strip_over_everything(mode, noise, monkeypatch):
+    if mode.startswith("winograd"):
+        for m, name in ((4, "WINOGRAD"), (2, "WINOGRAD2")):
+            on = 0 if mode == f"winograd{m}" else 10 ** 9
+            monkeypatch.setattr(alis_core.generator, name + "_MIN_CHANNELS", on)
+            monkeypatch.setattr(alis_core.generator, name + "_MIN_PIXELS", on)
+        monkeypatch.setattr(alis_core.layers, "WINOGRAD_CHUNK_TILES", 8)
+        monkeypatch.setattr(alis_core.layers, "WINOGRAD_CHUNK_MIN_RATIO", 0)
+    winograd = alis_core.generator.conv3x3_winograd
+    tiles = []
+    monkeypatch.setattr(alis_core.generator, "conv3x3_winograd",
+                        lambda x, ww, *a, **k: tiles.append(ww.shape[0]) or winograd(x, ww, *a, **k))
     G = make_tiny(5)
     G.fast = mode != "exact"
     grad = mode == "fast-unfused"
@@ -38,6 +50,7 @@ def test_strips_with_context_equal_one_strip_over_everything(mode, noise):
     for margin, exact in ((6, True), (4, False)):
         parts = torch.cat([_strip(G, plan, range(i, i + 2), margin, noise, grad) for i in range(0, n, 2)], dim=2)
         assert ((parts - whole).abs().max() <= 1e-5) == exact
+    assert set(tiles) == ({36} if mode == "winograd4" else {16} if mode == "winograd2" else set())
 
 
 def test_context_panorama_is_tiling_independent_and_rolls_exactly():
