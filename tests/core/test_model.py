@@ -281,14 +281,18 @@ def test_polyphase_upsampling_equals_transposed_convolution():
     assert (conv_up2_polyphase(x, polyphase_weight(wt)) - ref).abs().max() < 1e-12
 
 
-def test_fast_and_bfloat16_paths_match_exact(tiny_G):
+@pytest.mark.parametrize("context", [False, True])
+@pytest.mark.parametrize("noise", ["none", "const"])
+def test_fast_and_bfloat16_paths_match_exact(tiny_G, context, noise, monkeypatch):
+    """With and without patch context; bfloat16 with its activation passes in small row blocks."""
+    monkeypatch.setattr(alis_core.generator, "EPILOGUE_CHUNK_BYTES", 2048)
     a = alis_core.sample_anchors(tiny_G, 3, seed=1)
-    exact = alis_core.panorama(tiny_G, a, wrap=True)
+    exact = alis_core.panorama(tiny_G, a, wrap=True, context=context, noise_mode=noise)
     try:
         tiny_G.fast = True
-        fast = alis_core.panorama(tiny_G, a, wrap=True)
+        fast = alis_core.panorama(tiny_G, a, wrap=True, context=context, noise_mode=noise)
         tiny_G.compute_dtype = torch.bfloat16
-        bf16 = alis_core.panorama(tiny_G, a, wrap=True)
+        bf16 = alis_core.panorama(tiny_G, a, wrap=True, context=context, noise_mode=noise)
     finally:
         tiny_G.fast, tiny_G.compute_dtype = False, torch.float32
     scale = exact.abs().max()
