@@ -172,22 +172,21 @@ def conv3x3_winograd(x: Tensor, weight_wino: Tensor, bias: Tensor | None = None,
     # transformed tiles in the caches from one pass to the next; every chunk reads all the weights
     # again, so only layers with many more tiles than output channels are chunked.
     rows = ty if b * ty * tx < WINOGRAD_CHUNK_MIN_RATIO * o else max(1, WINOGRAD_CHUNK_TILES // tx)
-    images = [(slice(None), 0, ty)] if rows >= ty else [(i, r0, min(rows, ty - r0)) for i in range(b)
-                                                         for r0 in range(0, ty, rows)]
-    for i, r0, r in images:
-        n = b if isinstance(i, slice) else 1
-        origin = xp.storage_offset() + (0 if n == b else i * s[0]) + r0 * m * s[1]
+    chunks = [(0, b, 0, ty)] if rows >= ty else [(i, 1, r0, min(rows, ty - r0)) for i in range(b)
+                                                  for r0 in range(0, ty, rows)]
+    for i, n, r0, r in chunks:  # images i..i+n-1, tile rows r0..r0+r-1
+        origin = xp.storage_offset() + i * s[0] + r0 * m * s[1]
         tiles = xp.as_strided([t, t, n, r, tx, c], [s[1], s[2], s[0], m * s[1], m * s[2], 1], origin)  # overlapping
         v = (k_in @ tiles.reshape(t2, -1)).view(t2, -1, c)  # [t*t, tiles, I]
         y = torch.bmm(v, weight_wino)  # [t*t, tiles, O]
         if bias is not None:  # column 1 of A^T is all ones: a constant at point (1, 1) reaches all outputs
             y[t + 1].add_(bias.to(x.dtype))
         y = (k_out @ y.view(t2, -1)).view(m, m, n, r, tx, o).permute(2, 3, 0, 4, 1, 5)
-        dst = tiled[i, r0:r0 + r].view(n, r, m, tx, m, o)
+        dst = tiled[i: i + n, r0: r0 + r]
         if add is None:
             dst.copy_(y)
         else:  # the noise rides along the pass that lays the tiles out
-            torch.add(y, add[i, r0:r0 + r].view(n, r, m, tx, m, 1), alpha=alpha, out=dst)
+            torch.add(y, add[i: i + n, r0: r0 + r], alpha=alpha, out=dst)
     return out
 
 
