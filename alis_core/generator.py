@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import GeneratorConfig
+from . import kernels as _kernels
 from .errors import AlisError
 from .layers import (LRELU_ALPHA, LRELU_GAIN, FullyConnected, _version, conv3x3_winograd, conv_transpose3x3_up2,
                      conv_up2_polyphase, _filter_2d, coord_features, logarithmic_basis, normalize_2nd_moment,
@@ -389,17 +390,22 @@ class SynthesisLayer(nn.Module):
         # with NHWC activations, channels innermost here too: a broadcast multiply then vectorises
         return mod.contiguous(memory_format=CHANNELS_LAST) if ctx.fast else mod
 
-    def forward(self, x: Tensor, w3: Tensor, ctx: _Context, premodulated: bool = False) -> Tensor:
+    def forward(self, x: Tensor, w3: Tensor, ctx: _Context, premodulated: bool = False,
+                out_scale: Tensor | None = None) -> Tensor:
         """x [B, I, h, pw], w3 [B, 3, w_dim] -> [B, O, h * up, pw * up]. Overwrites x when
         gradients are off (x is never needed again). `premodulated`: the caller already scaled x
-        by `modulation` (the fused path assembles and scales a block's input in one pass)."""
+        by `modulation` (the fused path assembles and scales a block's input in one pass).
+        `out_scale` (fused path only): the next layer's modulation, applied to the output (in the
+        same pass as the activation where the compiled kernels run)."""
         ip = ctx.inplace
         if not premodulated:
             mod = self.modulation(w3, ctx, x.shape[2], x.shape[3], x.dtype)
             x = x.mul_(mod) if ip else x * mod
         weight, bias, demod = self.prepared_weights(x.dtype, ctx.fast)
         if ctx.fused:
-            return self._forward_fused(x, weight, bias, ctx)
+            return self._forward_fused(x, weight, bias, ctx, out_scale)
+        if out_scale is not None:
+            raise ValueError("out_scale is for the fused CPU path only")
         if self.up == 2:
             x = conv_up2_polyphase(x, weight) if weight.shape[2] == 2 else conv_transpose3x3_up2(x, weight)
         else:
@@ -488,13 +494,17 @@ class SynthesisLayer(nn.Module):
                 out[:, ky: ky + 2 * h: 2, kx: kx + 2 * w: 2] += y[:, :, :, ky, kx]
         return out.permute(0, 3, 1, 2)
 
-    def _forward_fused(self, x: Tensor, weight: Tensor, bias: Tensor, ctx: _Context) -> Tensor:
+    def _forward_fused(self, x: Tensor, weight: Tensor, bias: Tensor, ctx: _Context,
+                       out_scale: Tensor | None = None) -> Tensor:
         """The fast path on the CPU without gradients: bias and leaky ReLU run inside the oneDNN
-        convolution (inside the low-pass filter's convolution for the upsampling layers)."""
+        convolution (inside the low-pass filter's convolution for the upsampling layers); in
+        bfloat16 with the compiled kernels (`alis_core.kernels`), what oneDNN cannot fuse runs
+        as one pass."""
         b, _, h, w = x.shape
         noise = ctx.noise(self, (b, 1, h * self.up, w * self.up))
         act = noise is None  # noise goes in between the bias and the activation
         add = None
+        kernels = _kernels.enabled_for(x)  # bfloat16 with numba
         if noise is not None and x.dtype != torch.float32:
             # bfloat16 element-wise passes are slow on CPUs: let the convolution add the noise
             # (in float32 the separate in-place addition is faster)
@@ -513,6 +523,9 @@ class SynthesisLayer(nn.Module):
                 even, odd = self._polyphase_halves(weight, x.shape)
                 y0 = _conv_act(x, even, None, (1, 1), act=False)  # [B, 2*O, h+1, w+1]: phases (0, b)
                 y1 = _conv_act(x, odd, None, (0, 1), act=False)  # [B, 2*O, h, w+1]: phases (1, b)
+                if kernels:  # interleave, filter, bias, noise, activation, clamp, scale: one pass
+                    return _kernels.upsample_epilogue_bf16(y0, y1, bias, self.conv_clamp,
+                                                           None if add is None else add[:, :1], out_scale, LRELU_ALPHA)
                 buf = torch.empty([b, o, 2 * h + 3, 2 * w + 3], dtype=x.dtype, memory_format=CHANNELS_LAST)
                 bv = buf.permute(0, 2, 3, 1)  # [B, H, W, O] view of the NHWC memory
                 bv[:, 0].zero_()
@@ -528,9 +541,13 @@ class SynthesisLayer(nn.Module):
                 else:
                     y = F.conv_transpose2d(x, weight, stride=2)
                 x = _conv_act(y, filt, bias, 1, groups=o, act=act, add=add)
+        if kernels and _kernels.enabled_for(x):  # the activation (unless fused), clamp and scale: one pass
+            return _kernels.epilogue_bf16_(x, self.conv_clamp, not act, None, out_scale, LRELU_ALPHA)
         if noise is not None or add is not None:  # the activation was not fused into the convolution
-            return _leaky_clamp_(x, self.conv_clamp, noise)
-        return x if self.conv_clamp is None else x.clamp_(-self.conv_clamp, self.conv_clamp)
+            x = _leaky_clamp_(x, self.conv_clamp, noise)
+        elif self.conv_clamp is not None:
+            x = x.clamp_(-self.conv_clamp, self.conv_clamp)
+        return x if out_scale is None else x.mul_(out_scale)
 
 
 class ToRGB(nn.Module):
@@ -631,7 +648,7 @@ class SynthesisBlock(nn.Module):
         """ws3 [B, 3 layers, A anchors, w_dim] -> (x, img)."""
         layout = CHANNELS_LAST if ctx.fast else torch.contiguous_format  # NHWC: fastest convolutions
         if self.res == 4:
-            x = self.input(ws3[:, 0], ctx).to(ctx.dtype).contiguous(memory_format=layout)
+            x = self.conv1(self.input(ws3[:, 0], ctx).to(ctx.dtype).contiguous(memory_format=layout), ws3[:, 1], ctx)
         else:
             if ctx.pos.margin:  # the upsampling doubles the context columns: keep half of them
                 half = ctx.pos.margin // 2
@@ -639,17 +656,18 @@ class SynthesisBlock(nn.Module):
             b, c, h, w = x.shape
             coords = ctx.coords(self.res, h, w, self.basis, self.use_cosine)
             xc = torch.empty([b, c + coords[0].shape[0], h, w], dtype=x.dtype, device=x.device, memory_format=layout)
-            if ctx.fused:  # assemble and modulate in one pass
+            if ctx.fused:  # assemble and modulate in one pass; conv0 scales its output for conv1
                 mod = self.conv0.modulation(ws3[:, 0], ctx, h, w, x.dtype)
                 torch.mul(x, mod[:, :c], out=xc[:, :c])
                 for i, feats in enumerate(coords):
                     torch.mul(feats, mod[i, c:], out=xc[i, c:])
+                scale = self.conv1.modulation(ws3[:, 1], ctx, 2 * h, 2 * w, x.dtype)
+                x = self.conv1(self.conv0(xc, ws3[:, 0], ctx, True, scale), ws3[:, 1], ctx, premodulated=True)
             else:
                 xc[:, :c] = x
                 for i, feats in enumerate(coords):  # straight from the cache, no intermediate stack
                     xc[i, c:] = feats
-            x = self.conv0(xc, ws3[:, 0], ctx, premodulated=ctx.fused)
-        x = self.conv1(x, ws3[:, 1], ctx)
+                x = self.conv1(self.conv0(xc, ws3[:, 0], ctx), ws3[:, 1], ctx)
         y = self.torgb(x, ws3[:, 2], ctx).to(torch.float32)
         img = y if img is None else upsample2d(img) + y
         return x, img

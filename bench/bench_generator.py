@@ -11,6 +11,7 @@ Ratios are against this machine's matmul peak, measured in the same run.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import resource
@@ -30,7 +31,28 @@ from alis_core.layers import logarithmic_basis  # noqa: E402
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # name -> (dtype, fast): "exact" keeps the official order of float32 operations (parity 1e-4)
-MODES = {"float32-exact": (torch.float32, False), "float32": (torch.float32, True), "bfloat16": (torch.bfloat16, True)}
+MODES = {"float32-exact": (torch.float32, False), "float32": (torch.float32, True), "bfloat16": (torch.bfloat16, True),
+         "bfloat16-pytorch": (torch.bfloat16, True)}
+PYTORCH_ONLY = {"bfloat16-pytorch"}  # without the compiled kernels (alis_core.kernels) even where installed
+
+
+@contextlib.contextmanager
+def kernels_for(mode: str):
+    """The compiled kernels off while a PYTORCH_ONLY mode runs."""
+    saved = alis_core.kernels._impl
+    if mode in PYTORCH_ONLY:
+        alis_core.kernels._impl = False
+    try:
+        yield
+    finally:
+        alis_core.kernels._impl = saved
+
+
+def kernels_line() -> str:
+    if not alis_core.kernels.available():
+        return "compiled kernels (bfloat16): off (numba not installed, or ALIS_KERNELS=0)"
+    import numba
+    return f"compiled kernels (bfloat16): numba {numba.__version__} (mode bfloat16-pytorch: without them)"
 GEOMETRY = {256: 16384, 512: 32768, 1024: 32768}
 
 
@@ -77,6 +99,11 @@ def random_generator(res: int, seed: int = 0, device: str | torch.device = "cpu"
 
 
 def time_frames(G: Generator, mode: str, repeats: int) -> tuple[float, float]:
+    with kernels_for(mode):
+        return _time_frames(G, mode, repeats)
+
+
+def _time_frames(G: Generator, mode: str, repeats: int) -> tuple[float, float]:
     dtype, G.fast = MODES[mode]
     G.compute_dtype = dtype
     w = alis_core.sample_anchors(G, 3, seed=0)
@@ -98,6 +125,11 @@ def time_frames(G: Generator, mode: str, repeats: int) -> tuple[float, float]:
 
 def time_panorama(G: Generator, mode: str, anchors: int, batch: int, context: bool = False,
                   repeats: int = 3) -> float:
+    with kernels_for(mode):
+        return _time_panorama(G, mode, anchors, batch, context, repeats)
+
+
+def _time_panorama(G: Generator, mode: str, anchors: int, batch: int, context: bool, repeats: int) -> float:
     dtype, G.fast = MODES[mode]
     G.compute_dtype = dtype
     w = alis_core.sample_anchors(G, anchors, seed=0)
@@ -152,7 +184,8 @@ def peak_rss_mib() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="256,1024")
-    ap.add_argument("--modes", default=",".join(MODES), help="float32-exact, float32 (fast), bfloat16")
+    ap.add_argument("--modes", default=",".join(MODES),
+                    help="float32-exact, float32 (fast), bfloat16, bfloat16-pytorch (without the compiled kernels)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (frames and panoramas; memory is CPU-only)")
     ap.add_argument("--batch", type=int, default=4, help="patches per forward pass in panoramas (default 4)")
@@ -170,6 +203,7 @@ def main() -> None:
     print(f"machine: {cpu_name()}, {os.cpu_count()} cpus{gpu}, torch {torch.__version__}, threads {threads}, "
           f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, "
           f"malloc keeps freed blocks: {'yes' if alis_core.MALLOC_TUNED else 'no'}")
+    print(kernels_line())
     peaks = {name: matmul_peak(DTYPES[name], device) for name in ("float32", "bfloat16")}
     print(f"matmul peak on {device.type} (float32 IEEE): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
           f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")

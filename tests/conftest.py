@@ -10,6 +10,19 @@ from alis_core import Generator
 from alis_testing import FIXTURES, make_tiny
 
 
+@pytest.fixture(params=["pytorch", "kernels"])
+def bf16_path(request, monkeypatch) -> str:
+    """Runs a test on each bfloat16 CPU path: PyTorch operations only, and with the compiled
+    kernels (`alis_core.kernels`, numba) where they are installed (CI installs them)."""
+    from alis_core import kernels
+    if request.param == "kernels":
+        if not kernels.available():
+            pytest.skip("numba (the `fast` extra) is not installed")
+    else:
+        monkeypatch.setattr(kernels, "_impl", False)
+    return request.param
+
+
 @pytest.fixture(scope="session")
 def tiny_G() -> Generator:
     """A random 64 px generator (2 patches of 32 px per frame, anchors 128 px apart)."""

@@ -283,7 +283,7 @@ def test_polyphase_upsampling_equals_transposed_convolution():
 
 @pytest.mark.parametrize("context", [False, True])
 @pytest.mark.parametrize("noise", ["none", "const"])
-def test_fast_and_bfloat16_paths_match_exact(tiny_G, context, noise, monkeypatch):
+def test_fast_and_bfloat16_paths_match_exact(tiny_G, context, noise, monkeypatch, bf16_path):
     """With and without patch context; bfloat16 with its activation passes in small row blocks."""
     monkeypatch.setattr(alis_core.generator, "EPILOGUE_CHUNK_BYTES", 2048)
     a = alis_core.sample_anchors(tiny_G, 3, seed=1)
@@ -304,7 +304,8 @@ def test_fast_and_bfloat16_paths_match_exact(tiny_G, context, noise, monkeypatch
                                                           (torch.float32, 4096, 4), (torch.float32, 4096, 2),
                                                           (torch.bfloat16, 4096, 4), (torch.bfloat16, 4096, 2)])
 @pytest.mark.parametrize("noise", ["none", "const"])
-def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype, small_deconv, winograd, monkeypatch):
+def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype, small_deconv, winograd, monkeypatch,
+                                                          bf16_path):
     """Without gradients the CPU runs oneDNN convolutions with bias and activation fused, prepacked
     weights and the toRGB matmul; with gradients enabled (weights frozen) the plain fast path runs.
     small_deconv 0: every float32 transposed convolution through oneDNN instead of the matmul;
@@ -355,8 +356,10 @@ def test_activation_in_row_blocks_equals_whole_passes(dtype, with_noise, monkeyp
 
 
 def test_fused_bfloat16_frame_with_activation_blocks(tiny_G, monkeypatch):
-    """A bfloat16 frame whose epilogues run in blocks of rows equals the one in whole passes."""
+    """A bfloat16 frame whose epilogues run in blocks of rows equals the one in whole passes
+    (the PyTorch path: the compiled kernels run no such blocks)."""
     from alis_core import generator as gen
+    monkeypatch.setattr(alis_core.kernels, "_impl", False)
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast, G.compute_dtype = True, torch.bfloat16
     w = alis_core.sample_anchors(G, 3, seed=2)

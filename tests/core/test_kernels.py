@@ -1,0 +1,142 @@
+"""The optional compiled kernels of the bfloat16 CPU path (`alis_core.kernels`, numba) against the
+PyTorch operations they replace. CI installs numba; without it these tests skip and the PyTorch
+path (tested everywhere else) is what runs."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import alis_core
+from alis_core import kernels
+from alis_core.generator import CHANNELS_LAST, _conv_act
+from alis_core.layers import _filter_2d
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba (the `fast` extra) is not installed")
+BF16 = torch.bfloat16
+
+
+def _bf16_nhwc(t: torch.Tensor) -> torch.Tensor:
+    return t.to(BF16).contiguous(memory_format=CHANNELS_LAST)
+
+
+def _same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal bit patterns, NaNs anywhere as long as both have them (their payloads may differ)."""
+    nan = a.isnan()
+    return torch.equal(nan, b.isnan()) and torch.equal(a.view(torch.int16)[~nan], b.view(torch.int16)[~nan])
+
+
+@pytest.mark.parametrize("act", [True, False])
+@pytest.mark.parametrize("clamp", [256.0, None])
+@pytest.mark.parametrize("noise", [None, "per image", "shared"])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_epilogue_equals_the_pytorch_operations_bit_for_bit(act, clamp, noise, scaled):
+    g = torch.Generator().manual_seed(0)
+    b, c, h, w = 3, 24, 5, 7
+    x = _bf16_nhwc(400 * torch.randn(b, c, h, w, generator=g))  # the clamp binds on both sides
+    special = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, -3e38, 1e-40])
+    x.permute(0, 2, 3, 1).reshape(-1)[: len(special)] = special.to(BF16)
+    nz = None if noise is None else (50 * torch.randn(b if noise == "per image" else 1, 1, h, w, generator=g)).to(BF16)
+    sc = _bf16_nhwc(torch.randn(b, c, 1, w, generator=g)) if scaled else None
+    ref = x.clone()
+    if nz is not None:
+        ref.add_(nz)
+    if act:
+        F.leaky_relu_(ref, 0.2)
+    if clamp is not None:
+        ref.clamp_(-clamp, clamp)
+    if sc is not None:
+        ref.mul_(sc)
+    y = x.clone()
+    out = kernels.epilogue_bf16_(y, clamp, act, nz, sc)
+    assert out is y and y.is_contiguous(memory_format=CHANNELS_LAST)  # in place
+    assert _same_bits(y, ref)
+    if act or clamp or nz is not None or sc is not None:
+        assert not _same_bits(x, ref)  # there was something to do
+
+
+def _interleave_reference(even, odd, bias, clamp, noise, scale):
+    """The upsampling layer's second half in float64 from the same bfloat16 phases."""
+    b, c2, h1, w1 = even.shape
+    c, h, w = c2 // 2, h1 - 1, w1 - 1
+    grid = torch.zeros(b, 2 * h + 3, 2 * w + 3, c, dtype=torch.float64)
+    grid[:, 1::2][:, : h + 1, 1:] = even.double().permute(0, 2, 3, 1).reshape(b, h + 1, 2 * w + 2, c)
+    grid[:, 2::2][:, :h, 1:] = odd.double().permute(0, 2, 3, 1).reshape(b, h, 2 * w + 2, c)
+    y = F.conv2d(grid.permute(0, 3, 1, 2), _filter_2d(c, 4.0, torch.float64, "cpu"), groups=c)
+    y = y + bias.double().view(1, -1, 1, 1) + (0 if noise is None else noise.double())
+    y = F.leaky_relu(y, 0.2)
+    if clamp is not None:
+        y = y.clamp(-clamp, clamp)
+    return y if scale is None else y * scale.double()
+
+
+@pytest.mark.parametrize("shape,block", [((2, 4, 3, 16), 8), ((1, 1, 1, 5), 8), ((3, 6, 5, 8), 1), ((2, 7, 2, 64), 3)])
+@pytest.mark.parametrize("with_noise", [False, True])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_upsample_epilogue_equals_interleave_filter_and_epilogue(shape, block, with_noise, scaled):
+    """Within one bfloat16 rounding of the exact result everywhere (the kernel sums in float32 and
+    rounds once), and within a rounding of the PyTorch path almost everywhere."""
+    b, h, w, c = shape
+    g = torch.Generator().manual_seed(1)
+    even = _bf16_nhwc(300 * torch.randn(b, 2 * c, h + 1, w + 1, generator=g))
+    odd = _bf16_nhwc(300 * torch.randn(b, 2 * c, h, w + 1, generator=g))
+    bias = torch.randn(c, generator=g).to(BF16)
+    noise = (3 * torch.randn(b, 1, 2 * h, 2 * w, generator=g)).to(BF16) if with_noise else None
+    scale = _bf16_nhwc(torch.randn(b, c, 1, 2 * w, generator=g)) if scaled else None
+    out = kernels.upsample_epilogue_bf16(even, odd, bias, 256.0, noise, scale, block=block)
+    assert out.shape == (b, c, 2 * h, 2 * w) and out.is_contiguous(memory_format=CHANNELS_LAST)
+    ref = _interleave_reference(even, odd, bias, 256.0, noise, scale)
+    assert _interleave_reference(even, odd, bias, None, noise, None).abs().max() > 256  # the clamp bound
+    err = (out.double() - ref).abs()
+    assert (err <= ref.abs() * 2 ** -8 + 1e-5 * ref.abs().max()).all()
+    assert err.max() > 0  # bfloat16 did round
+
+
+def test_upsampling_layer_with_kernels_matches_the_pytorch_path(tiny_G, monkeypatch):
+    """Whole bfloat16 frames: the kernels ran, and the frames agree to bfloat16 precision with the
+    PyTorch path's (the stride-1 layers' passes are bit-exact; the upsampling ones round once)."""
+    G = copy.deepcopy(tiny_G).requires_grad_(False)
+    G.fast, G.compute_dtype = True, BF16
+    w = alis_core.sample_anchors(G, 3, seed=2)
+    calls = []
+    for name in ("epilogue_bf16_", "upsample_epilogue_bf16"):
+        f = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, f=f, name=name, **k: calls.append(name) or f(*a, **k))
+    impl = kernels._load()
+    frames = {}
+    with torch.no_grad():
+        for path in ("kernels", "pytorch"):
+            monkeypatch.setattr(kernels, "_impl", impl if path == "kernels" else False)
+            frames[path] = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="const")
+    n_blocks = len(G.config.block_resolutions)
+    assert calls.count("upsample_epilogue_bf16") == n_blocks - 1 and calls.count("epilogue_bf16_") == n_blocks
+    a, b = frames["kernels"], frames["pytorch"]
+    assert (a - b).abs().max() <= 0.03 * b.abs().max() and (a - b).abs().mean() <= 0.003 * b.abs().mean()
+
+
+def test_environment_switch_and_refusals(monkeypatch):
+    monkeypatch.setattr(kernels, "_impl", None)
+    monkeypatch.setenv(kernels.ENV, "0")
+    assert not kernels.available()
+    assert not kernels.enabled_for(torch.zeros(1, 1, 1, 1, dtype=BF16))
+    monkeypatch.setattr(kernels, "_impl", None)
+    monkeypatch.delenv(kernels.ENV)
+    assert kernels.available()
+    x = torch.zeros(1, 2, 3, 4, dtype=BF16)
+    assert not kernels.enabled_for(x)  # NCHW memory
+    assert not kernels.enabled_for(x.float().contiguous(memory_format=CHANNELS_LAST))
+    with pytest.raises(ValueError, match="scale must be"):
+        kernels.epilogue_bf16_(x.contiguous(memory_format=CHANNELS_LAST), 1.0, scale=torch.ones(1, 2, 1, 3))
+    with pytest.raises(ValueError, match="even must be"):
+        kernels.upsample_epilogue_bf16(_bf16_nhwc(torch.zeros(1, 4, 2, 3)), _bf16_nhwc(torch.zeros(1, 4, 2, 3)),
+                                       torch.zeros(2), None)
+
+
+def test_conv_act_leaves_the_kernels_a_channels_last_tensor():
+    """What the fused path hands the kernels: oneDNN's outputs in channels-last memory (else the
+    PyTorch path would silently run)."""
+    x = _bf16_nhwc(torch.randn(1, 8, 6, 5))
+    y = _conv_act(x, _bf16_nhwc(torch.randn(16, 8, 2, 2)), None, (1, 1), act=False)
+    assert kernels.enabled_for(y)
