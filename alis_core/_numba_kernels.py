@@ -138,3 +138,244 @@ def upsample_epilogue_bf16(even, odd, out, batch, h, w, channels, bias, noise, s
                         f = lo if f < lo else f
                         f = hi if f > hi else f
                         y[p + k] = _narrow(f)
+
+
+# Winograd F(4x4, 3x3) transforms (Lavin & Gray 2016) for float32 3x3 convolutions, with the
+# matrix products in between left to torch.bmm. Written out as the sparse sums they are (the
+# PyTorch path multiplies by the dense 36x36 Kronecker product instead: 8x the arithmetic, and
+# each transform a pass of its own), each vectorised over channels.
+
+@njit(inline="always")
+def _bt_rows(d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5, n):
+    """o = B^T d along one axis, for n channels: B^T = [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0],
+    [0, 4, -4, -1, 1, 0], [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]]."""
+    for k in range(n):
+        a = d4[k] - 4 * d2[k]
+        b = d3[k] - 4 * d1[k]
+        e = d4[k] - d2[k]
+        f = 2 * (d3[k] - d1[k])
+        o0[k] = 4 * d0[k] - 5 * d2[k] + d4[k]
+        o1[k] = a + b
+        o2[k] = a - b
+        o3[k] = e + f
+        o4[k] = e - f
+        o5[k] = 4 * d1[k] - 5 * d3[k] + d5[k]
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def winograd_input_f32(x, v, h, w, c, tiles_x, row0, rows):
+    """Input transform of F(4x4, 3x3) with zero padding 1. x: float32 [B, H, W, C] (NHWC, flat);
+    tile rows row0 .. row0 + rows - 1 of all images' tile rows in a row (image i's tile row r is
+    i * H / 4 + r); v: float32 [36, rows * tiles_x, C] (flat): v[6a + b, tile] = (B^T d B)[a, b]
+    for the 6x6 input window d of the tile (rows 4r - 1 .. 4r + 4)."""
+    tiles = rows * tiles_x
+    zero = np.zeros(c, np.float32)
+    tile_rows = h // 4
+    for t in prange(tiles):
+        row = row0 + t // tiles_x
+        image, ty, tx = row // tile_rows, row % tile_rows, t % tiles_x
+        u = np.empty((6, 6, c), np.float32)  # B^T d: [a, column j]
+        for j in range(6):
+            col = 4 * tx - 1 + j
+            inside = 0 <= col < w
+            r = 4 * ty - 1
+            p = ((image * h + r) * w + col) * c  # the first row's pixel; the next rows are w * c apart
+            d0 = x[p: p + c] if inside and r >= 0 else zero
+            d1 = x[p + w * c: p + w * c + c] if inside else zero
+            d2 = x[p + 2 * w * c: p + 2 * w * c + c] if inside else zero
+            d3 = x[p + 3 * w * c: p + 3 * w * c + c] if inside else zero
+            d4 = x[p + 4 * w * c: p + 4 * w * c + c] if inside else zero
+            d5 = x[p + 5 * w * c: p + 5 * w * c + c] if inside and r + 5 < h else zero
+            _bt_rows(d0, d1, d2, d3, d4, d5, u[0, j], u[1, j], u[2, j], u[3, j], u[4, j], u[5, j], c)
+        for a in range(6):
+            q = (6 * a * tiles + t) * c
+            s = tiles * c  # from one point (a, b) to the next
+            _bt_rows(u[a, 0], u[a, 1], u[a, 2], u[a, 3], u[a, 4], u[a, 5], v[q: q + c], v[q + s: q + s + c],
+                     v[q + 2 * s: q + 2 * s + c], v[q + 3 * s: q + 3 * s + c], v[q + 4 * s: q + 4 * s + c],
+                     v[q + 5 * s: q + 5 * s + c], c)
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def winograd_output_f32(m, out, bias, noise, h, w, o, tiles_x, row0, rows, gain, slope, lo, hi):
+    """Output transform of F(4x4, 3x3) and the layer's epilogue. m: float32 [36, rows * tiles_x, O]
+    (the products, same tile order as `winograd_input_f32`); out: float32 [B, H, W, O] (NHWC,
+    flat): the tiles' 4x4 pixels A^T m A + bias + gain * noise[image, pixel], leaky ReLU (slope;
+    1: none), clamped to [lo, hi]. noise: float32 [B * H * W] or empty.
+    A^T = [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]]."""
+    tiles = rows * tiles_x
+    tile_rows = h // 4
+    has_noise = noise.shape[0] > 0
+    s, lo, hi, g = np.float32(slope), np.float32(lo), np.float32(hi), np.float32(gain)
+    for t in prange(tiles):
+        row = row0 + t // tiles_x
+        image, ty, tx = row // tile_rows, row % tile_rows, t % tiles_x
+        u = np.empty((4, 6, o), np.float32)  # A^T m: [i, column b]
+        st = tiles * o
+        for b in range(6):
+            q = (b * tiles + t) * o
+            m0, m1, m2 = m[q: q + o], m[q + 6 * st: q + 6 * st + o], m[q + 12 * st: q + 12 * st + o]
+            m3, m4, m5 = m[q + 18 * st: q + 18 * st + o], m[q + 24 * st: q + 24 * st + o], m[q + 30 * st: q + 30 * st + o]
+            u0, u1, u2, u3 = u[0, b], u[1, b], u[2, b], u[3, b]
+            for k in range(o):
+                a_ = m1[k] + m2[k]
+                b_ = m1[k] - m2[k]
+                e = m3[k] + m4[k]
+                f = m3[k] - m4[k]
+                u0[k] = m0[k] + a_ + e
+                u1[k] = b_ + 2 * f
+                u2[k] = a_ + 4 * e
+                u3[k] = b_ + 8 * f + m5[k]
+        for i in range(4):
+            r = 4 * ty + i
+            pix = (image * h + r) * w + 4 * tx
+            n0 = g * noise[pix] if has_noise else np.float32(0)
+            n1 = g * noise[pix + 1] if has_noise else np.float32(0)
+            n2 = g * noise[pix + 2] if has_noise else np.float32(0)
+            n3 = g * noise[pix + 3] if has_noise else np.float32(0)
+            s0, s1, s2, s3, s4, s5 = u[i, 0], u[i, 1], u[i, 2], u[i, 3], u[i, 4], u[i, 5]
+            y0, y1 = out[pix * o: pix * o + o], out[pix * o + o: pix * o + 2 * o]
+            y2, y3 = out[pix * o + 2 * o: pix * o + 3 * o], out[pix * o + 3 * o: pix * o + 4 * o]
+            for k in range(o):
+                a_ = s1[k] + s2[k]
+                b_ = s1[k] - s2[k]
+                e = s3[k] + s4[k]
+                f = s3[k] - s4[k]
+                z0 = s0[k] + a_ + e + bias[k] + n0
+                z1 = b_ + 2 * f + bias[k] + n1
+                z2 = a_ + 4 * e + bias[k] + n2
+                z3 = b_ + 8 * f + s5[k] + bias[k] + n3
+                z0 = z0 * s if z0 < 0 else z0
+                z1 = z1 * s if z1 < 0 else z1
+                z2 = z2 * s if z2 < 0 else z2
+                z3 = z3 * s if z3 < 0 else z3
+                z0 = lo if z0 < lo else z0
+                z1 = lo if z1 < lo else z1
+                z2 = lo if z2 < lo else z2
+                z3 = lo if z3 < lo else z3
+                y0[k] = hi if z0 > hi else z0
+                y1[k] = hi if z1 > hi else z1
+                y2[k] = hi if z2 > hi else z2
+                y3[k] = hi if z3 > hi else z3
+
+
+@njit(inline="always")
+def _lowpass_row(x, d, n, channels):
+    """One padded row along x: d (float32 [2w * C]) = the [1,3,3,1] filter (gain 2) over x (float32
+    [(2w + 1) * C], zero-padded by one column on each side)."""
+    q, t = np.float32(0.25), np.float32(0.75)
+    m = n + channels
+    for k in range(channels):  # output column 0 reads padded columns 0 (zero) .. 3
+        d[k] = t * x[k] + t * x[channels + k] + q * x[2 * channels + k]
+    x0, x1, x2, x3 = x[:n - 2 * channels], x[channels:], x[2 * channels:], x[3 * channels:]
+    d1 = d[channels: n - channels]
+    for k in range(n - 2 * channels):  # column c reads input columns c - 1 .. c + 2
+        d1[k] = q * (x0[k] + x3[k]) + t * (x1[k] + x2[k])
+    x0, x1, x2 = x[m - 3 * channels:], x[m - 2 * channels:], x[m - channels:]
+    d2 = d[n - channels:]
+    for k in range(channels):  # the last column reads input columns 2w - 2 .. 2w and padding
+        d2[k] = q * x0[k] + t * (x1[k] + x2[k])
+
+
+@njit(inline="always")
+def _lowpass_columns_epilogue(a0, a1, a2, a3, o, cols, channels, bias, noise, gn, scale, s, lo, hi):
+    """One output row from four x-filtered rows: the filter along y (gain 2), + bias + gn * noise
+    (float32 [cols] or empty), leaky ReLU (slope s), clamp, * scale (float32 [cols * C] or empty)."""
+    q, t = np.float32(0.25), np.float32(0.75)
+    has_noise, has_scale = noise.shape[0] > 0, scale.shape[0] > 0
+    for c in range(cols):
+        nz = gn * noise[c] if has_noise else np.float32(0)
+        p = c * channels
+        if has_scale:
+            sc = scale[p:][:channels]
+            for k in range(channels):
+                f = q * (a0[p + k] + a3[p + k]) + t * (a1[p + k] + a2[p + k]) + (bias[k] + nz)
+                f = f * s if f < 0 else f
+                f = lo if f < lo else f
+                f = hi if f > hi else f
+                o[p + k] = f * sc[k]
+        else:
+            for k in range(channels):
+                f = q * (a0[p + k] + a3[p + k]) + t * (a1[p + k] + a2[p + k]) + (bias[k] + nz)
+                f = f * s if f < 0 else f
+                f = lo if f < lo else f
+                o[p + k] = hi if f > hi else f
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def deconv_epilogue_f32(y9, first, out, image, r_begin, r_end, h, w, channels, bias, noise, gain, scale, slope,
+                        lo, hi, block):
+    """A float32 upsampling layer after the products of its stride-2 transposed 3x3 convolution:
+    y9 float32 [rows, w, 3, 3, C] (flat; input rows first.. of image `image`: every input pixel
+    times the whole kernel) -> out rows r_begin .. r_end - 1 of image `image` (float32
+    [B, 2h, 2w, C], flat): the products summed into the transposed convolution's [2h + 1, 2w + 1]
+    grid (pixel (i, j) tap (u, v) lands on (2i + u, 2j + v)), the [1,3,3,1] x [1,3,3,1] filter
+    (padding 1, gain 4), + bias + gain * noise (float32 [B * 2h * 2w] or empty), leaky ReLU,
+    clamp, * scale (float32 [B * 2w * C] or empty). Output row r needs input rows (r - 1) // 2 - 1
+    .. (r + 2) // 2 (those that exist). Each task takes `block` output rows."""
+    s, lo, hi, gn = np.float32(slope), np.float32(lo), np.float32(hi), np.float32(gain)
+    rows, cols = 2 * h, 2 * w
+    n = cols * channels  # one output row
+    m = (cols + 1) * channels  # one grid row
+    per_pixel = 9 * channels
+    blocks = (r_end - r_begin + block - 1) // block
+    for task in prange(blocks):
+        r0 = r_begin + task * block
+        r1 = min(r_end, r0 + block)
+        hx = np.empty((r1 - r0 + 3) * n, np.float32)  # padded grid rows r0 .. r1 + 2, filtered along x
+        grid = np.empty(m, np.float32)
+        for g in range(r0, r1 + 3):  # padded row g is grid row g - 1
+            d = hx[(g - r0) * n:][:n]
+            gr = g - 1
+            if gr < 0 or gr > rows:
+                d[:] = 0
+                continue
+            grid[:] = 0
+            for i, u in ((gr // 2, gr % 2), (gr // 2 - 1, 2)):  # the input rows and kernel rows landing here
+                if (u == 2 and gr % 2) or i < 0 or i >= h:
+                    continue
+                src = y9[(i - first) * w * per_pixel:][:w * per_pixel]
+                for j in range(w):
+                    for v in range(3):
+                        a = src[(j * 3 + u) * 3 * channels + v * channels:][:channels]
+                        b = grid[(2 * j + v) * channels:][:channels]
+                        for k in range(channels):
+                            b[k] += a[k]
+            _lowpass_row(grid, d, n, channels)
+        for r in range(r0, r1):
+            o = out[(image * rows + r) * n:][:n]
+            nz = noise[(image * rows + r) * cols:][:cols] if noise.shape[0] > 0 else noise
+            sc = scale[image * n:][:n] if scale.shape[0] > 0 else scale
+            k0 = (r - r0) * n
+            _lowpass_columns_epilogue(hx[k0:][:n], hx[k0 + n:][:n], hx[k0 + 2 * n:][:n], hx[k0 + 3 * n:][:n], o, cols,
+                                      channels, bias, nz, gn, sc, s, lo, hi)
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def upsample_epilogue_f32(y, out, batch, h, w, channels, bias, noise, gain, scale, slope, lo, hi, block):
+    """The float32 counterpart of `upsample_epilogue_bf16`, after a stride-2 transposed convolution:
+    y: float32 [B, 2h + 1, 2w + 1, C] (NHWC, flat), zero-padded by one on every side, filtered by
+    the [1,3,3,1] x [1,3,3,1] filter (gain 4; valid: [B, 2h, 2w, C]), + bias + gain * noise (float32
+    [B * 2h * 2w] or empty), leaky ReLU (slope), clamp to [lo, hi], * scale (float32 [B * 2w * C] or
+    empty), into out (float32 [B, 2h, 2w, C], flat). Each task takes `block` output rows."""
+    s, lo, hi, gn = np.float32(slope), np.float32(lo), np.float32(hi), np.float32(gain)
+    rows, cols = 2 * h, 2 * w
+    n = cols * channels  # one output row
+    m = (cols + 1) * channels  # one input row
+    blocks = (rows + block - 1) // block
+    for task in prange(batch * blocks):
+        image, r0 = task // blocks, (task % blocks) * block
+        r1 = min(rows, r0 + block)
+        hx = np.empty((r1 - r0 + 3) * n, np.float32)  # padded rows r0 .. r1 + 2, filtered along x
+        for g in range(r0, r1 + 3):  # padded row g is input row g - 1; rows 0 and 2h + 2 are zero
+            d = hx[(g - r0) * n:][:n]
+            if g == 0 or g == rows + 2:
+                d[:] = 0
+            else:
+                _lowpass_row(y[(image * (rows + 1) + g - 1) * m:][:m], d, n, channels)
+        for r in range(r0, r1):
+            o = out[(image * rows + r) * n:][:n]
+            nz = noise[(image * rows + r) * cols:][:cols] if noise.shape[0] > 0 else noise
+            sc = scale[image * n:][:n] if scale.shape[0] > 0 else scale
+            k0 = (r - r0) * n
+            _lowpass_columns_epilogue(hx[k0:][:n], hx[k0 + n:][:n], hx[k0 + 2 * n:][:n], hx[k0 + 3 * n:][:n], o, cols,
+                                      channels, bias, nz, gn, sc, s, lo, hi)

@@ -129,3 +129,110 @@ def upsample_epilogue_bf16(even: Tensor, odd: Tensor, bias: Tensor, clamp: float
                                     bias.detach().float().contiguous().numpy(), _bits(nz), _bits(sc), slope, -lim, lim,
                                     block)
     return out
+
+
+WINOGRAD_CHUNK_BYTES = 16 << 20  # conv3x3_winograd_f32: transformed tiles per chunk (bounded memory)
+
+
+def conv3x3_winograd_f32(x: Tensor, weight_wino: Tensor, bias: Tensor, noise: Tensor | None = None,
+                         gain: float = 1.0, clamp: float | None = None, slope: float = 0.2) -> Tensor:
+    """leaky_relu(F.conv2d(x, weight, bias, padding=1) + gain * noise, slope).clamp(-clamp, clamp)
+    by Winograd F(4x4, 3x3): the transforms compiled (sparse sums, the epilogue inside the output
+    transform), the products by torch.bmm, in chunks of whole tile rows whose transformed tiles
+    take at most WINOGRAD_CHUNK_BYTES. x: float32 [B, I, H, W] in channels-last memory, H and W
+    multiples of 4; weight_wino: [36, I, O] from `layers.winograd_weight(weight, 4)`; noise
+    [B or 1, 1, H, W] or None; slope 1: no activation. -> [B, O, H, W] channels-last."""
+    impl = _load()
+    b, c, h, w = x.shape
+    o = weight_wino.shape[2]
+    if h % 4 or w % 4 or tuple(weight_wino.shape) != (36, c, o) or x.dtype != torch.float32:
+        raise ValueError(f"conv3x3_winograd_f32 takes float32 [B, I, 4m, 4n] and weights [36, I, O], "
+                         f"got {x.dtype} {list(x.shape)} and {list(weight_wino.shape)}")
+    x = x.contiguous(memory_format=torch.channels_last)
+    tiles_x, tile_rows = w // 4, b * (h // 4)
+    rows = max(1, min(tile_rows, WINOGRAD_CHUNK_BYTES // (36 * tiles_x * max(c, o) * 4)))
+    v = torch.empty(36 * rows * tiles_x * c)
+    m = torch.empty(36 * rows * tiles_x * o)
+    out = torch.empty([b, o, h, w], memory_format=torch.channels_last)
+    nz = np.zeros(0, np.float32) if noise is None else noise.float().expand(b, 1, h, w).contiguous().numpy().reshape(-1)
+    xs, outs = x.permute(0, 2, 3, 1).numpy().reshape(-1), out.permute(0, 2, 3, 1).numpy().reshape(-1)
+    bs = bias.detach().float().contiguous().numpy()
+    wt = weight_wino.float()
+    lim = _limit(clamp)
+    with _threads():
+        for r0 in range(0, tile_rows, rows):
+            n = min(rows, tile_rows - r0)
+            t = n * tiles_x
+            vc, mc = v[: 36 * t * c], m[: 36 * t * o]
+            impl.winograd_input_f32(xs, vc.numpy(), h, w, c, tiles_x, r0, n)
+            torch.bmm(vc.view(36, t, c), wt, out=mc.view(36, t, o))
+            impl.winograd_output_f32(mc.numpy(), outs, bs, nz, h, w, o, tiles_x, r0, n, gain, slope, -lim, lim)
+    return out
+
+
+def upsample_epilogue_f32(y: Tensor, bias: Tensor, clamp: float | None, noise: Tensor | None = None,
+                          gain: float = 1.0, scale: Tensor | None = None, slope: float = 0.2,
+                          block: int = 8) -> Tensor:
+    """The rest of a float32 upsampling layer after its stride-2 transposed convolution:
+    y [B, C, 2h + 1, 2w + 1] -> [B, C, 2h, 2w] (channels-last): the [1,3,3,1] low-pass filter
+    (padding 1, gain 4), + bias + gain * noise ([B or 1, 1, 2h, 2w]), leaky ReLU, clamp, * scale
+    ([B, C, 1, 2w]), in one pass. `block`: output rows per task."""
+    impl = _load()
+    b, c, h1, w1 = y.shape
+    h, w = (h1 - 1) // 2, (w1 - 1) // 2
+    if h1 % 2 == 0 or w1 % 2 == 0:
+        raise ValueError(f"y must be [B, C, 2h + 1, 2w + 1], got {list(y.shape)}")
+    y = y.float().contiguous(memory_format=torch.channels_last)
+    out = torch.empty([b, c, 2 * h, 2 * w], memory_format=torch.channels_last)
+    nz = np.zeros(0, np.float32) if noise is None else noise.float().expand(b, 1, 2 * h, 2 * w).contiguous().numpy().reshape(-1)
+    if scale is not None and tuple(scale.shape) != (b, c, 1, 2 * w):
+        raise ValueError(f"scale must be [{b}, {c}, 1, {2 * w}], got {list(scale.shape)}")
+    sc = (np.zeros(0, np.float32) if scale is None
+          else scale.float().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).numpy().reshape(-1))
+    lim = _limit(clamp)
+    with _threads():
+        impl.upsample_epilogue_f32(y.permute(0, 2, 3, 1).numpy().reshape(-1), out.permute(0, 2, 3, 1).numpy().reshape(-1),
+                                   b, h, w, c, bias.detach().float().contiguous().numpy(), nz, gain, sc, slope, -lim, lim,
+                                   block)
+    return out
+
+
+DECONV_CHUNK_BYTES = 16 << 20  # deconv_up2_f32: products per chunk (bounded memory)
+
+
+def deconv_up2_f32(x: Tensor, weight_mat: Tensor, bias: Tensor, clamp: float | None, noise: Tensor | None = None,
+                   gain: float = 1.0, scale: Tensor | None = None, slope: float = 0.2, block: int = 8) -> Tensor:
+    """A whole float32 upsampling layer (StyleGAN2's up=2 modulated convolution after the
+    modulation): x [B, I, h, w] channels-last, weight_mat [I, 3 * 3 * O] (the transposed
+    convolution's kernel [I, O, 3, 3] as (ky, kx, o) columns) -> [B, O, 2h, 2w] channels-last.
+    Every input pixel times the whole kernel by one matrix product per chunk of input rows
+    (torch.matmul), then one compiled pass: the products summed into the transposed
+    convolution's grid, the [1,3,3,1] low-pass filter (padding 1, gain 4), + bias + gain * noise
+    ([B or 1, 1, 2h, 2w]), leaky ReLU, clamp, * scale ([B, O, 1, 2w])."""
+    impl = _load()
+    b, i, h, w = x.shape
+    o = weight_mat.shape[1] // 9
+    if weight_mat.shape != (i, 9 * o) or x.dtype != torch.float32:
+        raise ValueError(f"deconv_up2_f32 takes float32 x [B, I, h, w] and weights [I, 9 * O], got {x.dtype} "
+                         f"{list(x.shape)} and {list(weight_mat.shape)}")
+    xs = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # [B, h, w, I], dense
+    out = torch.empty([b, o, 2 * h, 2 * w], memory_format=torch.channels_last)
+    nz = np.zeros(0, np.float32) if noise is None else noise.float().expand(b, 1, 2 * h, 2 * w).contiguous().numpy().reshape(-1)
+    if scale is not None and tuple(scale.shape) != (b, o, 1, 2 * w):
+        raise ValueError(f"scale must be [{b}, {o}, 1, {2 * w}], got {list(scale.shape)}")
+    sc = (np.zeros(0, np.float32) if scale is None
+          else scale.float().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).numpy().reshape(-1))
+    outs = out.permute(0, 2, 3, 1).numpy().reshape(-1)
+    bs = bias.detach().float().contiguous().numpy()
+    wm = weight_mat.float()
+    lim = _limit(clamp)
+    rows_in = max(1, DECONV_CHUNK_BYTES // (w * 9 * o * 4) - 2)  # input rows whose output rows a chunk writes
+    with _threads():
+        for image in range(b):
+            for r_begin in range(0, 2 * h, 2 * rows_in):
+                r_end = min(2 * h, r_begin + 2 * rows_in)
+                first, last = max(0, (r_begin - 1) // 2 - 1), min(h, r_end // 2 + 1)  # input rows these need
+                y9 = torch.matmul(xs[image, first:last].reshape(-1, i), wm)  # [(rows, w), (3, 3, O)]
+                impl.deconv_epilogue_f32(y9.numpy().reshape(-1), first, outs, image, r_begin, r_end, h, w, o, bs, nz,
+                                         gain, sc, slope, -lim, lim, block)
+    return out

@@ -21,10 +21,26 @@ def _strip(G, plan: PanoramaPlan, patches: range, margin: int, noise: str = "non
 
 # exact: the official order of operations; fast: the fused CPU path; fast-unfused: the fast path
 # as it runs on GPUs (and in training: with gradients on); winograd4/2: the fused path with every
-# 3x3 convolution whose size allows it by Winograd F(4x4) or F(2x2), chunks of 8 tiles
-@pytest.mark.parametrize("mode", ["exact", "fast", "fast-unfused", "winograd4", "winograd2"])
+# 3x3 convolution whose size allows it by Winograd F(4x4) or F(2x2), chunks of 8 tiles; kernels:
+# every float32 layer the compiled kernels take (their Winograd, their upsampling), in small chunks
+@pytest.mark.parametrize("mode", ["exact", "fast", "fast-unfused", "winograd4", "winograd2", "kernels"])
 @pytest.mark.parametrize("noise", ["none", "const"])
 def test_strips_with_context_equal_one_strip_over_everything(mode, noise, monkeypatch):
+    kernel_calls = []
+    if mode == "kernels":
+        if not alis_core.kernels.available():
+            pytest.skip("numba (the `fast` extra) is not installed")
+        for name in ("KERNEL_WINOGRAD_MIN_CHANNELS", "KERNEL_WINOGRAD_MIN_PIXELS", "KERNEL_UPSAMPLING_MIN_PIXELS"):
+            monkeypatch.setattr(alis_core.generator, name, 0)
+        monkeypatch.setattr(alis_core.generator, "SMALL_DECONV_PIXELS", 10 ** 9)
+        monkeypatch.setattr(alis_core.kernels, "WINOGRAD_CHUNK_BYTES", 1)  # one tile row per chunk
+        monkeypatch.setattr(alis_core.kernels, "DECONV_CHUNK_BYTES", 1)  # one input row per chunk
+        for name in ("conv3x3_winograd_f32", "deconv_up2_f32"):
+            f = getattr(alis_core.kernels, name)
+            monkeypatch.setattr(alis_core.kernels, name,
+                                lambda *a, f=f, name=name, **k: kernel_calls.append(name) or f(*a, **k))
+    else:
+        monkeypatch.setattr(alis_core.kernels, "_impl", False)
     if mode.startswith("winograd"):
         for m, name in ((4, "WINOGRAD"), (2, "WINOGRAD2")):
             on = 0 if mode == f"winograd{m}" else 10 ** 9
@@ -51,6 +67,7 @@ def test_strips_with_context_equal_one_strip_over_everything(mode, noise, monkey
         parts = torch.cat([_strip(G, plan, range(i, i + 2), margin, noise, grad) for i in range(0, n, 2)], dim=2)
         assert ((parts - whole).abs().max() <= 1e-5) == exact
     assert set(tiles) == ({36} if mode == "winograd4" else {16} if mode == "winograd2" else set())
+    assert set(kernel_calls) == ({"conv3x3_winograd_f32", "deconv_up2_f32"} if mode == "kernels" else set())
 
 
 def test_context_panorama_is_tiling_independent_and_rolls_exactly():

@@ -140,3 +140,85 @@ def test_conv_act_leaves_the_kernels_a_channels_last_tensor():
     x = _bf16_nhwc(torch.randn(1, 8, 6, 5))
     y = _conv_act(x, _bf16_nhwc(torch.randn(16, 8, 2, 2)), None, (1, 1), act=False)
     assert kernels.enabled_for(y)
+
+
+# float32: Winograd F(4x4, 3x3) with compiled transforms, and the upsampling layers after their products
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 4, 8), (2, 16, 8, 12, 20), (3, 7, 9, 8, 4)])
+@pytest.mark.parametrize("noise", [None, "per image", "shared"])
+@pytest.mark.parametrize("chunk", ["whole", "one tile row"])
+def test_winograd_f32_equals_the_direct_convolution(shape, noise, chunk, monkeypatch):
+    from alis_core.layers import winograd_weight
+    b, c, o, h, w = shape
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(b, c, h, w, generator=g).contiguous(memory_format=CHANNELS_LAST)
+    weight, bias = torch.randn(o, c, 3, 3, generator=g), torch.randn(o, generator=g)
+    nz = None if noise is None else torch.randn(b if noise == "per image" else 1, 1, h, w, generator=g)
+    if chunk != "whole":
+        monkeypatch.setattr(kernels, "WINOGRAD_CHUNK_BYTES", 1)
+    ref = F.conv2d(x.double(), weight.double(), bias.double(), padding=1) + (0 if nz is None else 1.4 * nz.double())
+    ref = F.leaky_relu(ref, 0.2).clamp(-2, 2)
+    out = kernels.conv3x3_winograd_f32(x, winograd_weight(weight, 4), bias, nz, 1.4, 2.0)
+    assert out.shape == (b, o, h, w) and out.is_contiguous(memory_format=CHANNELS_LAST)
+    assert (out.double() - ref).abs().max() <= 1e-5 * ref.abs().max() * c  # F(4x4)'s float32 error grows with I
+    assert (ref.abs() == 2).any() and (ref < 0).any()  # the clamp and the activation mattered
+    with pytest.raises(ValueError, match="multiples of 4|4m"):
+        kernels.conv3x3_winograd_f32(x[:, :, :, :3], winograd_weight(weight, 4), bias)
+
+
+def _upsampled_reference(x, weight_t, bias, clamp, noise, gain, scale):
+    from alis_core.layers import conv_transpose3x3_up2
+    y = conv_transpose3x3_up2(x.double(), weight_t.double()) + bias.double().view(1, -1, 1, 1)
+    y = F.leaky_relu(y + (0 if noise is None else gain * noise.double()), 0.2).clamp(-clamp, clamp)
+    return y if scale is None else y * scale.double()
+
+
+@pytest.mark.parametrize("shape", [(2, 6, 16, 3, 5), (1, 5, 8, 1, 1), (3, 7, 5, 4, 2), (2, 4, 3, 9, 4)])
+@pytest.mark.parametrize("extras", ["none", "noise", "noise and scale"])
+def test_float32_upsampling_kernels_equal_the_layer(shape, extras, monkeypatch):
+    """deconv_up2_f32 (products, then the rest compiled) in several chunkings and blocks, and
+    upsample_epilogue_f32 after PyTorch's transposed convolution, against float64."""
+    b, i, o, h, w = shape
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(b, i, h, w, generator=g).contiguous(memory_format=CHANNELS_LAST)
+    weight_t, bias = 3 * torch.randn(i, o, 3, 3, generator=g), torch.randn(o, generator=g)
+    noise = torch.randn(b, 1, 2 * h, 2 * w, generator=g) if extras != "none" else None
+    scale = torch.randn(b, o, 1, 2 * w, generator=g) if extras == "noise and scale" else None
+    clamp = 0.7 * float(_upsampled_reference(x, weight_t, bias, float("inf"), noise, 1.3, None).abs().max())
+    ref = _upsampled_reference(x, weight_t, bias, clamp, noise, 1.3, scale)
+    tol = 1e-6 * ref.abs().max()
+    for block, chunk in ((1, 16 << 20), (3, 16 << 20), (8, 1), (2, w * 9 * o * 4 * 4)):
+        monkeypatch.setattr(kernels, "DECONV_CHUNK_BYTES", chunk)
+        out = kernels.deconv_up2_f32(x, weight_t.permute(0, 2, 3, 1).reshape(i, -1), bias, clamp, noise, 1.3, scale,
+                                     block=block)
+        assert out.shape == (b, o, 2 * h, 2 * w) and (out.double() - ref).abs().max() <= tol
+    y = F.conv_transpose2d(x, weight_t, stride=2)
+    for block in (1, 8):
+        out = kernels.upsample_epilogue_f32(y, bias, clamp, noise, 1.3, scale, block=block)
+        assert (out.double() - ref).abs().max() <= tol
+    assert scale is not None or (ref.abs() == clamp).any()  # the clamp mattered
+
+
+def test_float32_frames_with_kernels_match_the_pytorch_path(tiny_G, monkeypatch):
+    """Every float32 layer the kernels can take (thresholds off) against the PyTorch path."""
+    for name in ("KERNEL_WINOGRAD_MIN_CHANNELS", "KERNEL_WINOGRAD_MIN_PIXELS", "KERNEL_UPSAMPLING_MIN_PIXELS"):
+        monkeypatch.setattr(alis_core.generator, name, 0)
+    G = copy.deepcopy(tiny_G).requires_grad_(False)
+    G.fast = True
+    w = alis_core.sample_anchors(G, 3, seed=2)
+    calls = []
+    for name in ("conv3x3_winograd_f32", "deconv_up2_f32", "upsample_epilogue_f32"):
+        f = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, f=f, name=name, **k: calls.append(name) or f(*a, **k))
+    impl = kernels._load()
+    frames = {}
+    with torch.no_grad():
+        for small_deconv in (10 ** 9, 0):  # products by matmul, or PyTorch's transposed convolution
+            monkeypatch.setattr(alis_core.generator, "SMALL_DECONV_PIXELS", small_deconv)
+            for path in ("kernels", "pytorch"):
+                monkeypatch.setattr(kernels, "_impl", impl if path == "kernels" else False)
+                frames[path, small_deconv] = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="const")
+    assert set(calls) == {"conv3x3_winograd_f32", "deconv_up2_f32", "upsample_epilogue_f32"}
+    for small_deconv in (10 ** 9, 0):
+        a, b = frames["kernels", small_deconv], frames["pytorch", small_deconv]
+        assert (a - b).abs().max() <= 1e-5 * b.abs().max()
