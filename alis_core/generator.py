@@ -34,9 +34,13 @@ WINOGRAD_MIN_CHANNELS = 128  # fused float32 path: 3x3 convolutions this wide (i
 WINOGRAD_MIN_PIXELS = 1024  # this large (batch x height x width) use Winograd F(4x4, 3x3)
 WINOGRAD2_MIN_CHANNELS = 256  # smaller ones this wide and large use F(2x2, 3x3)
 WINOGRAD2_MIN_PIXELS = 128
-KERNEL_WINOGRAD_MIN_CHANNELS = 64  # with the compiled kernels, float32 3x3 convolutions this wide and
-KERNEL_WINOGRAD_MIN_PIXELS = 1024  # this large use their Winograd F(4x4, 3x3) (alis_core.kernels)
-KERNEL_UPSAMPLING_MIN_PIXELS = 128  # float32 upsampling layers from this many input pixels use the kernels
+# The compiled kernels (alis_core.kernels, numba) take layers of at least this many input pixels x
+# input channels x output channels (a 256 px model's layers have 1.4-2.7e8 per frame; the bundled
+# 128 px model's at most 7e7 even in a panorama batch, where they gained nothing against the half
+# second that loading them costs a process), float32 3x3 convolutions from 64 channels on (their
+# Winograd F(4x4, 3x3); at 32 channels oneDNN's direct convolution stays faster).
+KERNEL_MIN_WORK = 1 << 27
+KERNEL_WINOGRAD_MIN_CHANNELS = 64
 # Context rendering: extra columns each side at every resolution that make a strip's columns equal
 # one convolution over the whole panorama (measured: 4 leaves errors of 1e-2, 6 is exact to 1e-6).
 # 8, so that every block reads a multiple of 4 more columns: oneDNN's bfloat16 upsampling
@@ -482,15 +486,20 @@ class SynthesisLayer(nn.Module):
             return 2
         return 0
 
+    def _kernel_work(self, x: Tensor, weight: Tensor) -> bool:
+        """Whether this layer is large enough for the compiled kernels (KERNEL_MIN_WORK)."""
+        b, i, h, w = x.shape
+        o = weight.shape[1] if self.up == 2 and weight.shape[2] == 3 else weight.shape[0] // (1 if self.up == 1 else 4)
+        return b * h * w * i * o >= KERNEL_MIN_WORK
+
     @staticmethod
     def _kernel_winograd(x: Tensor, weight: Tensor) -> bool:
         """Whether this float32 3x3 convolution runs as the compiled kernels' Winograd F(4x4, 3x3)
         (measured per layer of a 256 frame against the best PyTorch path: 13.1 -> 9.3 ms at 64
         channels, 8.1 -> 5.9 at 128, 5.6 -> 4.4 at 256, 4.5 -> 3.8 at 512; at 32 channels oneDNN's
         direct convolution stays faster)."""
-        b, i, h, w = x.shape
-        return (min(i, weight.shape[0]) >= KERNEL_WINOGRAD_MIN_CHANNELS and b * h * w >= KERNEL_WINOGRAD_MIN_PIXELS
-                and h % 4 == 0 and w % 4 == 0 and _kernels_f32(x))
+        i, h, w = x.shape[1:]
+        return min(i, weight.shape[0]) >= KERNEL_WINOGRAD_MIN_CHANNELS and h % 4 == 0 and w % 4 == 0 and _kernels_f32(x)
 
     def _winograd(self, weight: Tensor, m: int) -> Tensor:
         key = ("winograd", m, weight.dtype)
@@ -527,13 +536,14 @@ class SynthesisLayer(nn.Module):
         noise = ctx.noise(self, (b, 1, h * self.up, w * self.up))
         act = noise is None  # noise goes in between the bias and the activation
         add = None
-        kernels = _kernels.enabled_for(x)  # bfloat16 with numba
+        work = self._kernel_work(x, weight)
+        kernels = work and _kernels.enabled_for(x)  # bfloat16 with numba
         if noise is not None and x.dtype != torch.float32:
             # bfloat16 element-wise passes are slow on CPUs: let the convolution add the noise
             # (in float32 the separate in-place addition is faster)
             add = (noise * LRELU_GAIN).to(x.dtype).expand(b, bias.shape[0], h * self.up, w * self.up)
             noise = None
-        if self.up == 1 and self._kernel_winograd(x, weight):  # float32: the epilogue in its output transform
+        if self.up == 1 and work and self._kernel_winograd(x, weight):  # float32: the epilogue in its output transform
             x = _kernels.conv3x3_winograd_f32(x, self._winograd(weight, 4), bias, noise, LRELU_GAIN, self.conv_clamp,
                                               LRELU_ALPHA)
             return x if out_scale is None else x.mul_(out_scale)
@@ -564,7 +574,7 @@ class SynthesisLayer(nn.Module):
                 x = _conv_act(buf, filt, bias, 0, groups=o, act=act, add=add)
             else:
                 small = b * h * w <= SMALL_DECONV_PIXELS  # one matmul beats oneDNN's deconvolution there
-                if b * h * w >= KERNEL_UPSAMPLING_MIN_PIXELS and _kernels_f32(x):
+                if work and _kernels_f32(x):
                     # the rest in one pass after the products
                     if small:  # (with them summed into the transposed convolution's output)
                         return _kernels.deconv_up2_f32(x, self._deconv_matrix(weight), bias, self.conv_clamp, noise,

@@ -12,12 +12,13 @@ from alis_testing import FIXTURES, make_tiny
 
 @pytest.fixture(params=["pytorch", "kernels"])
 def bf16_path(request, monkeypatch) -> str:
-    """Runs a test on each bfloat16 CPU path: PyTorch operations only, and with the compiled
-    kernels (`alis_core.kernels`, numba) where they are installed (CI installs them)."""
-    from alis_core import kernels
+    """Runs a test on each CPU path: PyTorch operations only, and with the compiled kernels
+    (`alis_core.kernels`, numba; bfloat16 and float32) where they are installed (CI installs them)."""
+    from alis_core import generator, kernels
     if request.param == "kernels":
         if not kernels.available():
             pytest.skip("numba (the `fast` extra) is not installed")
+        monkeypatch.setattr(generator, "KERNEL_MIN_WORK", 0)  # on every layer of the small test models
     else:
         monkeypatch.setattr(kernels, "_impl", False)
     return request.param

@@ -169,14 +169,19 @@ def test_pooled_lowpass_avoids_per_channel_double_backward(monkeypatch):
     """On GPUs the low-pass filters run as poolings when gradients are recorded: the same R1
     gradients without the double backward of a grouped convolution, which PyTorch runs channel
     by channel (one convolution per channel)."""
-    D = alis_core.Discriminator(alis_core.DiscriminatorConfig(img_resolution=32, channel_base=512, channel_max=64))
+    with torch.random.fork_rng():  # the same weights whatever ran before
+        torch.manual_seed(0)
+        D = alis_core.Discriminator(alis_core.DiscriminatorConfig(img_resolution=32, channel_base=512, channel_max=64))
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
     grouped, grouped_convs = _r1_gradients(D, x)
     monkeypatch.setattr(alis_core.layers, "POOLED_LOWPASS_DEVICES", ("cpu",))
     pooled, pooled_convs = _r1_gradients(D, x)
     assert pooled_convs < 40 < grouped_convs
+    # against the largest gradient: a parameter whose gradient nearly vanishes has a relative error
+    # of whatever float rounding leaves (up to 5% in 1 of 10 random discriminators)
+    scale = max(b.abs().max() for b in pooled)
     for a, b in zip(grouped, pooled):
-        assert (a - b).abs().max() <= 1e-4 * b.abs().max()
+        assert (a - b).abs().max() <= 1e-5 * scale
 
 
 def test_generator_is_differentiable(tiny_G):
@@ -312,6 +317,8 @@ def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype,
     winograd 4 or 2: every float32 3x3 convolution whose size allows it by Winograd F(4x4) or F(2x2)
     (never bfloat16); None: none by Winograd (the tiny model's layers are below both thresholds)."""
     monkeypatch.setattr(alis_core.generator, "SMALL_DECONV_PIXELS", small_deconv)
+    monkeypatch.setattr(alis_core.generator, "KERNEL_WINOGRAD_MIN_CHANNELS", 10 ** 9)  # the compiled kernels'
+    # Winograd (tests/core/test_kernels.py) would take these layers whatever the PyTorch thresholds
     for m, name in ((4, "WINOGRAD"), (2, "WINOGRAD2")):
         on = 0 if winograd == m else 10 ** 9
         monkeypatch.setattr(alis_core.generator, name + "_MIN_CHANNELS", on)
