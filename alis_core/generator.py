@@ -552,6 +552,9 @@ class SynthesisLayer(nn.Module):
             x = F.leaky_relu_(conv3x3_winograd(x, self._winograd(weight, tile), bias, noise, LRELU_GAIN), LRELU_ALPHA)
             noise = None
         elif self.up == 1:
+            if kernels and add is not None:  # the kernel's pass adds the noise: no [B, O, H, W] copy of it
+                x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=False)
+                return _kernels.epilogue_bf16_(x, self.conv_clamp, True, add[:, :1], out_scale, LRELU_ALPHA)
             x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=act, add=add)
         else:
             o = bias.shape[0]

@@ -1,14 +1,25 @@
-"""Optional compiled kernels for the CPU's bfloat16 path (the `fast` extra: numba).
+"""Optional compiled kernels for CPU rendering (the `fast` extra: numba), float32 and bfloat16.
 
-PyTorch runs an activation, a clamp or a multiply as one pass over memory each, and on bfloat16
-each pass costs about as much as the next (the conversions to float and back dominate), while
-its oneDNN convolution fuses at most one activation. With numba installed, what follows a
-bfloat16 convolution runs as one pass: after a stride-1 layer the leaky ReLU, clamp and the next
-layer's SA-AdaIN scaling (the same bits as the PyTorch operations); after an upsampling layer's
-polyphase convolution also the interleaving of its phases, the low-pass filter, bias and noise
-(in float32, rounded once: within a bfloat16 rounding of the PyTorch path, which rounds after
-every step). Without numba, or with ALIS_KERNELS=0 in the environment, the PyTorch path runs.
-numba compiles the kernels on their first use and caches them on disk (seconds, once).
+PyTorch runs a noise addition, an activation, a clamp or a multiply as one pass over memory each
+(on bfloat16 each pass costs about as much as the next: the conversions to float and back
+dominate), its oneDNN convolution fuses at most one activation, and its Winograd transforms
+(`layers.conv3x3_winograd`) are dense 36x36 matrix products. With numba installed:
+
+- bfloat16, after a stride-1 convolution: noise, leaky ReLU and clamp in one pass
+  (`epilogue_bf16_`, bit for bit as the PyTorch operations `add_`, `leaky_relu_`, `clamp_`; the
+  PyTorch path lets oneDNN add the noise before its rounding instead); after an upsampling layer's polyphase convolution, the
+  interleaving of its phases, the low-pass filter, bias, noise, activation, clamp and the next
+  layer's SA-AdaIN scaling in one pass (`upsample_epilogue_bf16`: float32, rounded once, so within a
+  bfloat16 rounding of the PyTorch path, which rounds after every step);
+- float32: 3x3 convolutions as Winograd F(4x4, 3x3) whose transforms are compiled sparse sums, the
+  epilogue inside the output transform (`conv3x3_winograd_f32`); upsampling layers as one matrix
+  product (or PyTorch's transposed convolution) and one compiled pass for the rest
+  (`deconv_up2_f32`, `upsample_epilogue_f32`).
+
+Which layers take them is decided in `generator.SynthesisLayer._forward_fused` (large enough ones:
+`generator.KERNEL_MIN_WORK`). Without numba, or with ALIS_KERNELS=0 in the environment, the
+PyTorch path runs. numba compiles the kernels on their first use and caches them on disk (about 5 s,
+once); loading them costs a process about half a second.
 """
 from __future__ import annotations
 
