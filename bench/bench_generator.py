@@ -32,8 +32,9 @@ from alis_core.layers import logarithmic_basis  # noqa: E402
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # name -> (dtype, fast): "exact" keeps the official order of float32 operations (parity 1e-4)
 MODES = {"float32-exact": (torch.float32, False), "float32": (torch.float32, True), "bfloat16": (torch.bfloat16, True),
-         "bfloat16-pytorch": (torch.bfloat16, True)}
-PYTORCH_ONLY = {"bfloat16-pytorch"}  # without the compiled kernels (alis_core.kernels) even where installed
+         "bfloat16-pytorch": (torch.bfloat16, True), "float32-pytorch": (torch.float32, True)}
+DEFAULT_MODES = "float32-exact,float32,bfloat16,bfloat16-pytorch"
+PYTORCH_ONLY = {"bfloat16-pytorch", "float32-pytorch"}  # without the compiled kernels (alis_core.kernels)
 
 
 @contextlib.contextmanager
@@ -50,9 +51,9 @@ def kernels_for(mode: str):
 
 def kernels_line() -> str:
     if not alis_core.kernels.available():
-        return "compiled kernels (bfloat16): off (numba not installed, or ALIS_KERNELS=0)"
+        return "compiled kernels: off (numba not installed, or ALIS_KERNELS=0)"
     import numba
-    return f"compiled kernels (bfloat16): numba {numba.__version__} (mode bfloat16-pytorch: without them)"
+    return f"compiled kernels: numba {numba.__version__} (modes *-pytorch: without them)"
 GEOMETRY = {256: 16384, 512: 32768, 1024: 32768}
 
 
@@ -184,8 +185,9 @@ def peak_rss_mib() -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="256,1024")
-    ap.add_argument("--modes", default=",".join(MODES),
-                    help="float32-exact, float32 (fast), bfloat16, bfloat16-pytorch (without the compiled kernels)")
+    ap.add_argument("--modes", default=DEFAULT_MODES,
+                    help="float32-exact, float32 (fast), bfloat16, and bfloat16-pytorch or float32-pytorch (the same "
+                         "without the compiled kernels)")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--device", default="cpu", help="cpu or cuda (frames and panoramas; memory is CPU-only)")
     ap.add_argument("--batch", type=int, default=4, help="patches per forward pass in panoramas (default 4)")
