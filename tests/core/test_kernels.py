@@ -224,3 +224,13 @@ def test_float32_frames_with_kernels_match_the_pytorch_path(tiny_G, monkeypatch)
     for small_deconv in (10 ** 9, 0):
         a, b = frames["kernels", small_deconv], frames["pytorch", small_deconv]
         assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def test_warm_up_loads_every_kernel(monkeypatch):
+    """`warm_up` compiles or loads every kernel (what a host may call once at start)."""
+    assert kernels.warm_up()
+    impl = kernels._load()
+    names = [n for n in dir(impl) if hasattr(getattr(impl, n), "signatures") and not n.startswith("_")]
+    assert len(names) >= 6 and all(getattr(impl, n).signatures for n in names), names
+    monkeypatch.setattr(kernels, "_impl", False)
+    assert not kernels.warm_up()
