@@ -118,7 +118,8 @@ def upsample_epilogue_bf16(even, odd, out, batch, h, w, channels, bias, noise, s
             for k in range(n - channels):  # column c >= 1 reads grid columns c .. c + 3 = x[c - 1 .. c + 2]
                 d1[k] = q * (_widen(x0[k]) + _widen(x3[k])) + t * (_widen(x1[k]) + _widen(x2[k]))
         for r in range(r0, r1):
-            a0, a1, a2, a3 = hx[(r - r0) * n:][:n], hx[(r - r0 + 1) * n:][:n], hx[(r - r0 + 2) * n:][:n], hx[(r - r0 + 3) * n:][:n]
+            k0 = (r - r0) * n
+            a0, a1, a2, a3 = hx[k0:][:n], hx[k0 + n:][:n], hx[k0 + 2 * n:][:n], hx[k0 + 3 * n:][:n]
             y = out[(image * rows + r) * n:][:n]
             for c in range(cols):
                 nz = _widen(noise[(image * rows + r) * cols + c]) if has_noise else np.float32(0)
@@ -301,6 +302,21 @@ def _lowpass_columns_epilogue(a0, a1, a2, a3, o, cols, channels, bias, noise, gn
                 o[p + k] = hi if f > hi else f
 
 
+@njit(inline="always")
+def _output_rows(hx, r0, r1, out, image, rows, cols, channels, bias, noise, gn, scale, s, lo, hi):
+    """Output rows r0 .. r1 - 1 of image `image` (out: float32 [B, rows, cols, C], flat) from hx,
+    the padded rows r0 .. r1 + 2 filtered along x, by `_lowpass_columns_epilogue`; noise float32
+    [B * rows * cols] and scale float32 [B * cols * C] may be empty."""
+    n = cols * channels
+    for r in range(r0, r1):
+        o = out[(image * rows + r) * n:][:n]
+        nz = noise[(image * rows + r) * cols:][:cols] if noise.shape[0] > 0 else noise
+        sc = scale[image * n:][:n] if scale.shape[0] > 0 else scale
+        k0 = (r - r0) * n
+        _lowpass_columns_epilogue(hx[k0:][:n], hx[k0 + n:][:n], hx[k0 + 2 * n:][:n], hx[k0 + 3 * n:][:n], o, cols,
+                                  channels, bias, nz, gn, sc, s, lo, hi)
+
+
 @njit(parallel=True, cache=True, boundscheck=False)
 def deconv_epilogue_f32(y9, first, out, image, r_begin, r_end, h, w, channels, bias, noise, gain, scale, slope,
                         lo, hi, block):
@@ -341,13 +357,7 @@ def deconv_epilogue_f32(y9, first, out, image, r_begin, r_end, h, w, channels, b
                         for k in range(channels):
                             b[k] += a[k]
             _lowpass_row(grid, d, n, channels)
-        for r in range(r0, r1):
-            o = out[(image * rows + r) * n:][:n]
-            nz = noise[(image * rows + r) * cols:][:cols] if noise.shape[0] > 0 else noise
-            sc = scale[image * n:][:n] if scale.shape[0] > 0 else scale
-            k0 = (r - r0) * n
-            _lowpass_columns_epilogue(hx[k0:][:n], hx[k0 + n:][:n], hx[k0 + 2 * n:][:n], hx[k0 + 3 * n:][:n], o, cols,
-                                      channels, bias, nz, gn, sc, s, lo, hi)
+        _output_rows(hx, r0, r1, out, image, rows, cols, channels, bias, noise, gn, scale, s, lo, hi)
 
 
 @njit(parallel=True, cache=True, boundscheck=False)
@@ -372,10 +382,4 @@ def upsample_epilogue_f32(y, out, batch, h, w, channels, bias, noise, gain, scal
                 d[:] = 0
             else:
                 _lowpass_row(y[(image * (rows + 1) + g - 1) * m:][:m], d, n, channels)
-        for r in range(r0, r1):
-            o = out[(image * rows + r) * n:][:n]
-            nz = noise[(image * rows + r) * cols:][:cols] if noise.shape[0] > 0 else noise
-            sc = scale[image * n:][:n] if scale.shape[0] > 0 else scale
-            k0 = (r - r0) * n
-            _lowpass_columns_epilogue(hx[k0:][:n], hx[k0 + n:][:n], hx[k0 + 2 * n:][:n], hx[k0 + 3 * n:][:n], o, cols,
-                                      channels, bias, nz, gn, sc, s, lo, hi)
+        _output_rows(hx, r0, r1, out, image, rows, cols, channels, bias, noise, gn, scale, s, lo, hi)

@@ -7,7 +7,8 @@ dominate), its oneDNN convolution fuses at most one activation, and its Winograd
 
 - bfloat16, after a stride-1 convolution: noise, leaky ReLU and clamp in one pass
   (`epilogue_bf16_`, bit for bit as the PyTorch operations `add_`, `leaky_relu_`, `clamp_`; the
-  PyTorch path lets oneDNN add the noise before its rounding instead); after an upsampling layer's polyphase convolution, the
+  PyTorch path lets oneDNN add the noise before its rounding instead); after an upsampling layer's
+  polyphase convolution, the
   interleaving of its phases, the low-pass filter, bias, noise, activation, clamp and the next
   layer's SA-AdaIN scaling in one pass (`upsample_epilogue_bf16`: float32, rounded once, so within a
   bfloat16 rounding of the PyTorch path, which rounds after every step);
@@ -18,7 +19,7 @@ dominate), its oneDNN convolution fuses at most one activation, and its Winograd
 
 Which layers take them is decided in `generator.SynthesisLayer._forward_fused` (large enough ones:
 `generator.KERNEL_MIN_WORK`). Without numba, or with ALIS_KERNELS=0 in the environment, the
-PyTorch path runs. numba compiles the kernels on their first use and caches them on disk (about 5 s,
+PyTorch path runs. numba compiles the kernels on their first use and caches them on disk (about 15-20 s
 once); loading them costs a process about half a second.
 """
 from __future__ import annotations
@@ -142,6 +143,22 @@ def upsample_epilogue_bf16(even: Tensor, odd: Tensor, bias: Tensor, clamp: float
     return out
 
 
+def _noise_f32(noise: Tensor | None, b: int, h: int, w: int) -> np.ndarray:
+    """noise [B or 1, 1, H, W] -> float32 [B * H * W] (empty for None)."""
+    if noise is None:
+        return np.zeros(0, np.float32)
+    return noise.float().expand(b, 1, h, w).contiguous().numpy().reshape(-1)
+
+
+def _scale_f32(scale: Tensor | None, b: int, c: int, w: int) -> np.ndarray:
+    """An SA-AdaIN scale [B, C, 1, W] -> float32 [B * W * C] (empty for None)."""
+    if scale is None:
+        return np.zeros(0, np.float32)
+    if tuple(scale.shape) != (b, c, 1, w):
+        raise ValueError(f"scale must be [{b}, {c}, 1, {w}], got {list(scale.shape)}")
+    return scale.float().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).numpy().reshape(-1)
+
+
 WINOGRAD_CHUNK_BYTES = 16 << 20  # conv3x3_winograd_f32: transformed tiles per chunk (bounded memory)
 
 
@@ -165,7 +182,7 @@ def conv3x3_winograd_f32(x: Tensor, weight_wino: Tensor, bias: Tensor, noise: Te
     v = torch.empty(36 * rows * tiles_x * c)
     m = torch.empty(36 * rows * tiles_x * o)
     out = torch.empty([b, o, h, w], memory_format=torch.channels_last)
-    nz = np.zeros(0, np.float32) if noise is None else noise.float().expand(b, 1, h, w).contiguous().numpy().reshape(-1)
+    nz = _noise_f32(noise, b, h, w)
     xs, outs = x.permute(0, 2, 3, 1).numpy().reshape(-1), out.permute(0, 2, 3, 1).numpy().reshape(-1)
     bs = bias.detach().float().contiguous().numpy()
     wt = weight_wino.float()
@@ -195,11 +212,7 @@ def upsample_epilogue_f32(y: Tensor, bias: Tensor, clamp: float | None, noise: T
         raise ValueError(f"y must be [B, C, 2h + 1, 2w + 1], got {list(y.shape)}")
     y = y.float().contiguous(memory_format=torch.channels_last)
     out = torch.empty([b, c, 2 * h, 2 * w], memory_format=torch.channels_last)
-    nz = np.zeros(0, np.float32) if noise is None else noise.float().expand(b, 1, 2 * h, 2 * w).contiguous().numpy().reshape(-1)
-    if scale is not None and tuple(scale.shape) != (b, c, 1, 2 * w):
-        raise ValueError(f"scale must be [{b}, {c}, 1, {2 * w}], got {list(scale.shape)}")
-    sc = (np.zeros(0, np.float32) if scale is None
-          else scale.float().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).numpy().reshape(-1))
+    nz, sc = _noise_f32(noise, b, 2 * h, 2 * w), _scale_f32(scale, b, c, 2 * w)
     lim = _limit(clamp)
     with _threads():
         impl.upsample_epilogue_f32(y.permute(0, 2, 3, 1).numpy().reshape(-1), out.permute(0, 2, 3, 1).numpy().reshape(-1),
@@ -228,11 +241,7 @@ def deconv_up2_f32(x: Tensor, weight_mat: Tensor, bias: Tensor, clamp: float | N
                          f"{list(x.shape)} and {list(weight_mat.shape)}")
     xs = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # [B, h, w, I], dense
     out = torch.empty([b, o, 2 * h, 2 * w], memory_format=torch.channels_last)
-    nz = np.zeros(0, np.float32) if noise is None else noise.float().expand(b, 1, 2 * h, 2 * w).contiguous().numpy().reshape(-1)
-    if scale is not None and tuple(scale.shape) != (b, o, 1, 2 * w):
-        raise ValueError(f"scale must be [{b}, {o}, 1, {2 * w}], got {list(scale.shape)}")
-    sc = (np.zeros(0, np.float32) if scale is None
-          else scale.float().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).numpy().reshape(-1))
+    nz, sc = _noise_f32(noise, b, 2 * h, 2 * w), _scale_f32(scale, b, o, 2 * w)
     outs = out.permute(0, 2, 3, 1).numpy().reshape(-1)
     bs = bias.detach().float().contiguous().numpy()
     wm = weight_mat.float()
@@ -252,7 +261,7 @@ def deconv_up2_f32(x: Tensor, weight_mat: Tensor, bias: Tensor, clamp: float | N
 def warm_up() -> bool:
     """Load (on first use ever: compile) every kernel now, on tiny inputs, so that no later call
     pays for it; False where the kernels are unavailable. Loading takes about half a second and
-    150 MB of memory (numba and LLVM), compiling about 5 s."""
+    150 MB of memory (numba and LLVM), compiling them all about 15-20 s (once: numba caches them on disk)."""
     if not available():
         return False
     from .layers import winograd_weight
