@@ -529,9 +529,10 @@ class SynthesisLayer(nn.Module):
     def _forward_fused(self, x: Tensor, weight: Tensor, bias: Tensor, ctx: _Context,
                        out_scale: Tensor | None = None) -> Tensor:
         """The fast path on the CPU without gradients: bias and leaky ReLU run inside the oneDNN
-        convolution (inside the low-pass filter's convolution for the upsampling layers); in
-        bfloat16 with the compiled kernels (`alis_core.kernels`), what oneDNN cannot fuse runs
-        as one pass."""
+        convolution (inside the low-pass filter's convolution for the upsampling layers). Layers
+        of KERNEL_MIN_WORK and more use the compiled kernels where numba is installed
+        (`alis_core.kernels`): in bfloat16 everything oneDNN cannot fuse in one pass after the
+        convolution; in float32 their Winograd convolution and their upsampling tail."""
         b, _, h, w = x.shape
         noise = ctx.noise(self, (b, 1, h * self.up, w * self.up))
         act = noise is None  # noise goes in between the bias and the activation
@@ -577,9 +578,8 @@ class SynthesisLayer(nn.Module):
                 x = _conv_act(buf, filt, bias, 0, groups=o, act=act, add=add)
             else:
                 small = b * h * w <= SMALL_DECONV_PIXELS  # one matmul beats oneDNN's deconvolution there
-                if work and _kernels_f32(x):
-                    # the rest in one pass after the products
-                    if small:  # (with them summed into the transposed convolution's output)
+                if work and _kernels_f32(x):  # the products, then everything else in one compiled pass
+                    if small:  # (which also sums the products into the transposed convolution's output)
                         return _kernels.deconv_up2_f32(x, self._deconv_matrix(weight), bias, self.conv_clamp, noise,
                                                        LRELU_GAIN, out_scale, LRELU_ALPHA)
                     return _kernels.upsample_epilogue_f32(F.conv_transpose2d(x, weight, stride=2), bias, self.conv_clamp,
