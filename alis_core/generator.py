@@ -34,13 +34,18 @@ WINOGRAD_MIN_CHANNELS = 128  # fused float32 path: 3x3 convolutions this wide (i
 WINOGRAD_MIN_PIXELS = 1024  # this large (batch x height x width) use Winograd F(4x4, 3x3)
 WINOGRAD2_MIN_CHANNELS = 256  # smaller ones this wide and large use F(2x2, 3x3)
 WINOGRAD2_MIN_PIXELS = 128
-# The compiled kernels (alis_core.kernels, numba) take layers of at least this many input pixels x
-# input channels x output channels (a 256 px model's layers have 1.4-2.7e8 per frame; the bundled
-# 128 px model's at most 7e7 even in a panorama batch, where they gained nothing against the half
-# second that loading them costs a process), float32 3x3 convolutions from 64 channels on (their
-# Winograd F(4x4, 3x3); at 32 channels oneDNN's direct convolution stays faster).
+# The compiled kernels (alis_core.kernels, numba) run the models whose largest layer, in one frame,
+# has at least this many pixels x input channels x output channels (a 256 px model: 2.7e8; the
+# bundled 128 px model: 1.7e7, where they gained nothing against the half second that loading
+# them costs a process). Decided per model, so every frame and tile of a model takes the same path.
+# Of such a model's layers, float32 3x3 convolutions of 64+ channels and 1024+ pixels run as their
+# Winograd F(4x4, 3x3) (at 32 channels oneDNN's direct convolution stays faster, below 1024 pixels
+# the PyTorch path's F(2x2) with its smaller weights), float32 upsampling layers of 128+ input
+# pixels through them; bfloat16 layers all.
 KERNEL_MIN_WORK = 1 << 27
 KERNEL_WINOGRAD_MIN_CHANNELS = 64
+KERNEL_WINOGRAD_MIN_PIXELS = 1024
+KERNEL_UPSAMPLING_MIN_PIXELS = 128
 # Context rendering: extra columns each side at every resolution that make a strip's columns equal
 # one convolution over the whole panorama (measured: 4 leaves errors of 1e-2, 6 is exact to 1e-6).
 # 8, so that every block reads a multiple of 4 more columns: oneDNN's bfloat16 upsampling
@@ -87,6 +92,12 @@ def _leaky_clamp_(x: Tensor, clamp: float | None, noise: Tensor | None = None) -
             if clamp is not None:
                 block.clamp_(-clamp, clamp)
     return x
+
+
+def _kernel_model(cfg: GeneratorConfig) -> bool:
+    """Whether a model is large enough for the compiled kernels (KERNEL_MIN_WORK)."""
+    work = max(cfg.grid_size * res * (res // cfg.grid_size) * cfg.channels(res) ** 2 for res in cfg.block_resolutions)
+    return work >= KERNEL_MIN_WORK
 
 
 def _kernels_f32(x: Tensor) -> bool:
@@ -265,6 +276,7 @@ class _Context:
         # CPU inference on the fast path: oneDNN convolutions with bias and activation fused in,
         # conv inputs assembled and modulated in one pass, toRGB as one small matmul per patch.
         self.fused = self.fast and self.inplace and device.type == "cpu" and _HAS_FUSED_CONV
+        self.kernels = self.fused and _kernel_model(cfg)  # may use alis_core.kernels (where installed)
         # what cached tensors derived from the positions are keyed by (inference tensors cannot
         # take part in a graph: keep them apart)
         self.pos_key = (pos.left_border.tobytes(), pos.slot.tobytes(), pos.span, pos.margin, str(device),
@@ -486,20 +498,15 @@ class SynthesisLayer(nn.Module):
             return 2
         return 0
 
-    def _kernel_work(self, x: Tensor, weight: Tensor) -> bool:
-        """Whether this layer is large enough for the compiled kernels (KERNEL_MIN_WORK)."""
-        b, i, h, w = x.shape
-        o = weight.shape[1] if self.up == 2 and weight.shape[2] == 3 else weight.shape[0] // (1 if self.up == 1 else 4)
-        return b * h * w * i * o >= KERNEL_MIN_WORK
-
     @staticmethod
     def _kernel_winograd(x: Tensor, weight: Tensor) -> bool:
         """Whether this float32 3x3 convolution runs as the compiled kernels' Winograd F(4x4, 3x3)
         (measured per layer of a 256 frame against the best PyTorch path: 13.1 -> 9.3 ms at 64
         channels, 8.1 -> 5.9 at 128, 5.6 -> 4.4 at 256, 4.5 -> 3.8 at 512; at 32 channels oneDNN's
         direct convolution stays faster)."""
-        i, h, w = x.shape[1:]
-        return min(i, weight.shape[0]) >= KERNEL_WINOGRAD_MIN_CHANNELS and h % 4 == 0 and w % 4 == 0 and _kernels_f32(x)
+        b, i, h, w = x.shape
+        return (min(i, weight.shape[0]) >= KERNEL_WINOGRAD_MIN_CHANNELS and b * h * w >= KERNEL_WINOGRAD_MIN_PIXELS
+                and h % 4 == 0 and w % 4 == 0 and _kernels_f32(x))
 
     def _winograd(self, weight: Tensor, m: int) -> Tensor:
         key = ("winograd", m, weight.dtype)
@@ -529,7 +536,7 @@ class SynthesisLayer(nn.Module):
     def _forward_fused(self, x: Tensor, weight: Tensor, bias: Tensor, ctx: _Context,
                        out_scale: Tensor | None = None) -> Tensor:
         """The fast path on the CPU without gradients: bias and leaky ReLU run inside the oneDNN
-        convolution (inside the low-pass filter's convolution for the upsampling layers). Layers
+        convolution (inside the low-pass filter's convolution for the upsampling layers). Models
         of KERNEL_MIN_WORK and more use the compiled kernels where numba is installed
         (`alis_core.kernels`): in bfloat16 everything oneDNN cannot fuse in one pass after the
         convolution; in float32 their Winograd convolution and their upsampling tail."""
@@ -537,7 +544,7 @@ class SynthesisLayer(nn.Module):
         noise = ctx.noise(self, (b, 1, h * self.up, w * self.up))
         act = noise is None  # noise goes in between the bias and the activation
         add = None
-        work = self._kernel_work(x, weight)
+        work = ctx.kernels  # a model large enough for the compiled kernels
         kernels = work and _kernels.enabled_for(x)  # bfloat16 with numba
         if noise is not None and x.dtype != torch.float32:
             # bfloat16 element-wise passes are slow on CPUs: let the convolution add the noise
@@ -578,7 +585,8 @@ class SynthesisLayer(nn.Module):
                 x = _conv_act(buf, filt, bias, 0, groups=o, act=act, add=add)
             else:
                 small = b * h * w <= SMALL_DECONV_PIXELS  # one matmul beats oneDNN's deconvolution there
-                if work and _kernels_f32(x):  # the products, then everything else in one compiled pass
+                if work and b * h * w >= KERNEL_UPSAMPLING_MIN_PIXELS and _kernels_f32(x):  # the products, then
+                    # everything else in one compiled pass
                     if small:  # (which also sums the products into the transposed convolution's output)
                         return _kernels.deconv_up2_f32(x, self._deconv_matrix(weight), bias, self.conv_clamp, noise,
                                                        LRELU_GAIN, out_scale, LRELU_ALPHA)

@@ -17,8 +17,8 @@ dominate), its oneDNN convolution fuses at most one activation, and its Winograd
   product (or PyTorch's transposed convolution) and one compiled pass for the rest
   (`deconv_up2_f32`, `upsample_epilogue_f32`).
 
-Which layers take them is decided in `generator.SynthesisLayer._forward_fused` (large enough ones:
-`generator.KERNEL_MIN_WORK`). Without numba, or with ALIS_KERNELS=0 in the environment, the
+Which layers take them is decided in `generator.SynthesisLayer._forward_fused` (those of models
+large enough to pay for loading them: `generator.KERNEL_MIN_WORK`). Without numba, or with ALIS_KERNELS=0 in the environment, the
 PyTorch path runs. numba compiles the kernels on their first use and caches them on disk (about 15-20 s
 once); loading them costs a process about half a second.
 """

@@ -18,7 +18,7 @@ def bf16_path(request, monkeypatch) -> str:
     if request.param == "kernels":
         if not kernels.available():
             pytest.skip("numba (the `fast` extra) is not installed")
-        monkeypatch.setattr(generator, "KERNEL_MIN_WORK", 0)  # on every layer of the small test models
+        monkeypatch.setattr(generator, "KERNEL_MIN_WORK", 0)  # the small test models too
     else:
         monkeypatch.setattr(kernels, "_impl", False)
     return request.param

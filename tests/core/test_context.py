@@ -30,7 +30,8 @@ def test_strips_with_context_equal_one_strip_over_everything(mode, noise, monkey
     if mode == "kernels":
         if not alis_core.kernels.available():
             pytest.skip("numba (the `fast` extra) is not installed")
-        for name in ("KERNEL_MIN_WORK", "KERNEL_WINOGRAD_MIN_CHANNELS"):
+        for name in ("KERNEL_MIN_WORK", "KERNEL_WINOGRAD_MIN_CHANNELS", "KERNEL_WINOGRAD_MIN_PIXELS",
+                     "KERNEL_UPSAMPLING_MIN_PIXELS"):
             monkeypatch.setattr(alis_core.generator, name, 0)
         monkeypatch.setattr(alis_core.generator, "SMALL_DECONV_PIXELS", 10 ** 9)
         monkeypatch.setattr(alis_core.kernels, "WINOGRAD_CHUNK_BYTES", 1)  # one tile row per chunk

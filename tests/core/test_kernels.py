@@ -98,7 +98,7 @@ def test_upsampling_layer_with_kernels_matches_the_pytorch_path(tiny_G, monkeypa
     """Whole bfloat16 frames: the kernels ran, and the frames agree to bfloat16 precision with the
     PyTorch path's (which rounds at other places: the noise inside oneDNN's convolution, every
     step of the upsampling layers)."""
-    monkeypatch.setattr(alis_core.generator, "KERNEL_MIN_WORK", 0)  # every layer, however small
+    monkeypatch.setattr(alis_core.generator, "KERNEL_MIN_WORK", 0)  # the tiny model too
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast, G.compute_dtype = True, BF16
     w = alis_core.sample_anchors(G, 3, seed=2)
@@ -203,7 +203,8 @@ def test_float32_upsampling_kernels_equal_the_layer(shape, extras, monkeypatch):
 
 def test_float32_frames_with_kernels_match_the_pytorch_path(tiny_G, monkeypatch):
     """Every float32 layer the kernels can take (thresholds off) against the PyTorch path."""
-    for name in ("KERNEL_MIN_WORK", "KERNEL_WINOGRAD_MIN_CHANNELS"):
+    for name in ("KERNEL_MIN_WORK", "KERNEL_WINOGRAD_MIN_CHANNELS", "KERNEL_WINOGRAD_MIN_PIXELS",
+                 "KERNEL_UPSAMPLING_MIN_PIXELS"):
         monkeypatch.setattr(alis_core.generator, name, 0)
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast = True
