@@ -52,6 +52,12 @@ def _load():
     return _impl
 
 
+def installed() -> bool:
+    """Whether numba is installed and the kernels not switched off, without importing numba."""
+    import importlib.util
+    return os.environ.get(ENV, "1") != "0" and importlib.util.find_spec("numba") is not None
+
+
 def available() -> bool:
     """Whether the kernels run here (numba importable and not switched off)."""
     return bool(_load())

@@ -114,3 +114,19 @@ def test_train_and_eval_are_delegated(capsys):
     with pytest.raises(SystemExit) as e:
         run_cli("train", "--data", "synthetic", "--preset", "nope", "--out", "x")
     assert e.value.code == 2 and "nope" in capsys.readouterr().err
+
+
+def test_info_says_whether_the_compiled_kernels_run(monkeypatch):
+    from alis_core import GeneratorConfig, kernels
+    from alis_core.cli import _kernels_line
+    big, small = GeneratorConfig(img_resolution=256, channel_base=16384), GeneratorConfig.tiny()
+    assert _kernels_line(small).startswith("not used")
+    monkeypatch.setattr(kernels, "installed", lambda: True)
+    assert _kernels_line(big).startswith("on")
+    monkeypatch.setattr(kernels, "installed", lambda: False)
+    assert _kernels_line(big).startswith("not installed")
+    monkeypatch.setenv(kernels.ENV, "0")
+    assert _kernels_line(big).startswith("off")
+    monkeypatch.undo()
+    monkeypatch.setenv(kernels.ENV, "0")
+    assert not kernels.installed()
