@@ -85,9 +85,13 @@ def lowpass2d(x: Tensor, pad: int, gain: float = 1.0, stride: int = 1) -> Tensor
 def upsample2d(x: Tensor) -> Tensor:
     """2x upsampling with the [1,3,3,1] filter: zero-insert, pad (2, 1), filter; per patch.
 
-    Equals StyleGAN2's upfirdn2d.upsample2d; written as one depthwise transposed convolution.
+    Equals StyleGAN2's upfirdn2d.upsample2d; written as one depthwise transposed convolution. On the
+    CPU in channels-last memory: oneDNN's depthwise transposed convolution of an NCHW image took
+    18x as long (23 ms against 1.3 for the 3-channel skip image of a 1024 px frame).
     """
     c = x.shape[1]
+    if x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
     return F.conv_transpose2d(x, _filter_2d(c, 4.0, x.dtype, x.device), stride=2, padding=1, groups=c)
 
 

@@ -49,7 +49,7 @@ with torch.inference_mode():
         for context in ((False,) if keep else (False, True)):
             for tile in alis_core.iter_panorama(G, w, wrap=True, batch_size=32, context=context):
                 if keep:
-                    kept.append(tile)
+                    kept.append(tile.double())  # twice the tile: far beyond the allocator's slack
         out.append(hwm())
 print(*out)
 """
@@ -60,8 +60,9 @@ print(*out)
 def test_streamed_panorama_memory_does_not_grow_with_width(keep):
     """Peak resident memory of a process streaming 16384 px and then 65536 px panoramas of 128 px
     frames (with and without patch context): the wider ones may raise it by less than 40 MiB (the
-    allocator's fragments; 15-25 MiB measured). The whole 65536 px panorama is 96 MiB of float32,
-    so a consumer that keeps the tiles (keep=True) must trip the same measurement."""
+    allocator's fragments; 0-25 MiB measured). A consumer that keeps the tiles (keep=True, as float64:
+    192 MiB for the 65536 px panorama, more than the heap's reusable holes) must trip the same
+    measurement."""
     root = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(root / "tests")]))
     r = subprocess.run([sys.executable, "-c", _STREAM_MEMORY, "keep" if keep else "drop"], env=env,
@@ -69,7 +70,7 @@ def test_streamed_panorama_memory_does_not_grow_with_width(keep):
     assert r.returncode == 0, r.stderr[-2000:]
     narrow, wide = (float(v) for v in r.stdout.split())
     if keep:
-        assert wide - narrow > 60, (narrow, wide)
+        assert wide - narrow > 100, (narrow, wide)
     else:
         assert wide - narrow < 40, (narrow, wide)
 
