@@ -765,6 +765,11 @@ class SynthesisNetwork(nn.Module):
         try:
             with exact_cuda(ws3.device, self.b4.conv1.weight):
                 return self._run(ws3, ctx)
+        except _kernels.KernelFailure:  # the compiled kernels are off now: the same call without them
+            if rng_state is not None:
+                generator.set_state(rng_state)
+            return self._run(ws3, _Context(self.cfg, pos, ws3.shape[2], ws3.device, dtype, noise_mode, generator,
+                                           self.feature_cache, fast))
         except RuntimeError:
             if not ctx.fused:
                 raise

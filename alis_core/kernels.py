@@ -95,14 +95,29 @@ def _per_column(scale: Tensor | None, b: int, c: int, w: int) -> Tensor | None:
     return scale.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
 
 
+class KernelFailure(RuntimeError):
+    """A compiled kernel failed to compile or run on this machine. The kernels are then off for the
+    rest of the process, and the generator renders the same call again on the PyTorch path."""
+
+
 @contextlib.contextmanager
 def _threads():
-    """numba's threads for one call: as many as PyTorch uses (its thread count is per calling thread)."""
+    """Around every kernel call: numba's threads set to as many as PyTorch uses (its thread count
+    is per calling thread), and any failure of the kernels turned into a KernelFailure that
+    switches them off (out-of-memory errors pass as they are)."""
+    global _impl
     import numba  # loaded with the kernels
     before = numba.get_num_threads()
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
     try:
         yield
+    except (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)):
+        raise
+    except Exception as e:
+        _impl = False
+        warnings.warn(f"alis_core: the compiled kernels failed here ({type(e).__name__}: {str(e)[:200]}); "
+                      f"rendering without them from now on (set {ENV}=0 to skip them)", RuntimeWarning, stacklevel=3)
+        raise KernelFailure(str(e)) from e
     finally:
         numba.set_num_threads(before)
 

@@ -235,3 +235,26 @@ def test_warm_up_loads_every_kernel(monkeypatch):
     assert len(names) >= 6 and all(getattr(impl, n).signatures for n in names), names
     monkeypatch.setattr(kernels, "_impl", False)
     assert not kernels.warm_up()
+
+
+def test_a_failing_kernel_switches_them_off_and_the_call_still_renders(tiny_G, monkeypatch):
+    """A kernel that fails here (a numba or LLVM problem of this machine) costs a warning, not the
+    render: the same call runs again on the PyTorch path, and the kernels stay off."""
+    monkeypatch.setattr(alis_core.generator, "KERNEL_MIN_WORK", 0)
+    G = copy.deepcopy(tiny_G).requires_grad_(False)
+    G.fast, G.compute_dtype = True, BF16
+    w = alis_core.sample_anchors(G, 3, seed=2)
+    impl = kernels._load()
+    gen = torch.Generator()
+    with torch.no_grad():
+        monkeypatch.setattr(kernels, "_impl", False)
+        ref = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="random", generator=gen.manual_seed(5))
+        monkeypatch.setattr(kernels, "_impl", impl)
+
+        def boom(*args):
+            raise RuntimeError("LLVM ERROR: no such CPU")
+        monkeypatch.setattr(impl, "upsample_epilogue_bf16", boom)
+        with pytest.warns(RuntimeWarning, match="compiled kernels failed"):
+            out = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="random", generator=gen.manual_seed(5))
+    assert torch.equal(out, ref)  # the PyTorch path, with the same random noise
+    assert kernels._impl is False and not kernels.available()
