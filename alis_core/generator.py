@@ -765,18 +765,15 @@ class SynthesisNetwork(nn.Module):
         try:
             with exact_cuda(ws3.device, self.b4.conv1.weight):
                 return self._run(ws3, ctx)
-        except _kernels.KernelFailure:  # the compiled kernels are off now: the same call without them
-            if rng_state is not None:
-                generator.set_state(rng_state)
-            return self._run(ws3, _Context(self.cfg, pos, ws3.shape[2], ws3.device, dtype, noise_mode, generator,
-                                           self.feature_cache, fast))
-        except RuntimeError:
+        except RuntimeError as e:
             if not ctx.fused:
                 raise
-        # This CPU's oneDNN build lacks an operator or dtype of the fused path: use the plain fast
-        # path from now on (same numbers to float rounding), with the same random noise.
-        global _HAS_FUSED_CONV
-        _HAS_FUSED_CONV = False
+            if not isinstance(e, _kernels.KernelFailure):  # (a failed compiled kernel switched the kernels off)
+                # This CPU's oneDNN build lacks an operator or dtype of the fused path: use the plain
+                # fast path from now on (same numbers to float rounding).
+                global _HAS_FUSED_CONV
+                _HAS_FUSED_CONV = False
+        # the same call again without what failed, with the same random noise
         if rng_state is not None:
             generator.set_state(rng_state)
         return self._run(ws3, _Context(self.cfg, pos, ws3.shape[2], ws3.device, dtype, noise_mode, generator,

@@ -81,18 +81,18 @@ def _bits(t: Tensor | None) -> np.ndarray:
     return t.view(torch.int16).numpy().view(np.uint16).reshape(-1)
 
 
-def _per_pixel(noise: Tensor | None, b: int, h: int, w: int) -> Tensor | None:
-    """noise [B or 1, 1, H, W] -> bfloat16 [B, 1, H, W], dense."""
-    return None if noise is None else noise.to(torch.bfloat16).expand(b, 1, h, w).contiguous()
+def _per_pixel(noise: Tensor | None, b: int, h: int, w: int, dtype=torch.bfloat16) -> Tensor | None:
+    """noise [B or 1, 1, H, W] -> `dtype` [B, 1, H, W], dense."""
+    return None if noise is None else noise.to(dtype).expand(b, 1, h, w).contiguous()
 
 
-def _per_column(scale: Tensor | None, b: int, c: int, w: int) -> Tensor | None:
-    """An SA-AdaIN scale [B, C, 1, W] -> bfloat16 in channels-last memory ([B, W, C] in memory)."""
+def _per_column(scale: Tensor | None, b: int, c: int, w: int, dtype=torch.bfloat16) -> Tensor | None:
+    """An SA-AdaIN scale [B, C, 1, W] -> `dtype` in channels-last memory ([B, W, C] in memory)."""
     if scale is None:
         return None
     if tuple(scale.shape) != (b, c, 1, w):
         raise ValueError(f"scale must be [{b}, {c}, 1, {w}], got {list(scale.shape)}")
-    return scale.to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    return scale.to(dtype).contiguous(memory_format=torch.channels_last)
 
 
 class KernelFailure(RuntimeError):
@@ -166,18 +166,14 @@ def upsample_epilogue_bf16(even: Tensor, odd: Tensor, bias: Tensor, clamp: float
 
 def _noise_f32(noise: Tensor | None, b: int, h: int, w: int) -> np.ndarray:
     """noise [B or 1, 1, H, W] -> float32 [B * H * W] (empty for None)."""
-    if noise is None:
-        return np.zeros(0, np.float32)
-    return noise.float().expand(b, 1, h, w).contiguous().numpy().reshape(-1)
+    t = _per_pixel(noise, b, h, w, torch.float32)
+    return np.zeros(0, np.float32) if t is None else t.numpy().reshape(-1)
 
 
 def _scale_f32(scale: Tensor | None, b: int, c: int, w: int) -> np.ndarray:
     """An SA-AdaIN scale [B, C, 1, W] -> float32 [B * W * C] (empty for None)."""
-    if scale is None:
-        return np.zeros(0, np.float32)
-    if tuple(scale.shape) != (b, c, 1, w):
-        raise ValueError(f"scale must be [{b}, {c}, 1, {w}], got {list(scale.shape)}")
-    return scale.float().contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1).numpy().reshape(-1)
+    t = _per_column(scale, b, c, w, torch.float32)
+    return np.zeros(0, np.float32) if t is None else t.permute(0, 2, 3, 1).numpy().reshape(-1)
 
 
 WINOGRAD_CHUNK_BYTES = 16 << 20  # conv3x3_winograd_f32: transformed tiles per chunk (bounded memory)
