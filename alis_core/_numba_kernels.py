@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 
 @intrinsic
@@ -38,6 +38,17 @@ def _narrow(f):
     NaNs here are the CPU's default NaN or widened bfloat16 NaNs, whose payloads survive)."""
     b = _as_u32(f)
     return np.uint16((b + np.uint32(0x7FFF) + ((b >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16))
+
+
+def _value(v):
+    """An element as float32: bfloat16 bits widened, float32 as it is (compiled by type)."""
+
+
+@overload(_value, inline="always")
+def _value_impl(v):
+    if isinstance(v, types.Integer):
+        return lambda v: _widen(v)
+    return lambda v: np.float32(v)
 
 
 @njit(inline="always")
@@ -383,3 +394,47 @@ def upsample_epilogue_f32(y, out, batch, h, w, channels, bias, noise, gain, scal
             else:
                 _lowpass_row(y[(image * (rows + 1) + g - 1) * m:][:m], d, n, channels)
         _output_rows(hx, r0, r1, out, image, rows, cols, channels, bias, noise, gn, scale, s, lo, hi)
+
+
+@njit(parallel=True, cache=True, boundscheck=False)
+def torgb_skip(y, coef_a, coef_b, bias, lo, hi, prev, out, batch, h, w):
+    """A block's skip image in one pass: y [B, h, w, 6] (flat; bfloat16 bits or float32): each pixel's
+    RGB by its left anchor's styles, then by its right one's; coef_a, coef_b float32 [B * w]: the
+    column weights of the two (SA-AdaIN); bias float32 [3]. out (float32 [B, h, w, 3], flat) =
+    clamp(bias + y[..., :3] * coef_a + y[..., 3:] * coef_b, lo, hi) + prev upsampled 2x with the
+    [1,3,3,1] filter (gain 4, zero outside; `layers.upsample2d`), prev float32 [B, h/2, w/2, 3]
+    (flat) or empty (the first block). One task per output row."""
+    has_prev = prev.shape[0] > 0
+    hp, wp = h // 2, w // 2
+    q, t = np.float32(0.25), np.float32(0.75)
+    lo, hi = np.float32(lo), np.float32(hi)
+    for r in prange(batch * h):
+        image, i = r // h, r % h
+        src = y[r * w * 6:][:w * 6]
+        dst = out[r * w * 3:][:w * 3]
+        ca, cb = coef_a[image * w:][:w], coef_b[image * w:][:w]
+        up = np.zeros(w * 3, np.float32)
+        if has_prev:  # prev rows k - 1, k (even i) or k, k + 1 (odd i), weights 1/4, 3/4 or 3/4, 1/4
+            k = i // 2
+            ra, fa, rb, fb = (k - 1, q, k, t) if i % 2 == 0 else (k, t, k + 1, q)
+            col = np.zeros((wp + 2) * 3, np.float32)  # filtered along y, a zero column each side
+            c1 = col[3:][:wp * 3]
+            if ra >= 0:
+                pa = prev[(image * hp + ra) * wp * 3:][:wp * 3]
+                for m in range(wp * 3):
+                    c1[m] = fa * pa[m]
+            if rb < hp:
+                pb = prev[(image * hp + rb) * wp * 3:][:wp * 3]
+                for m in range(wp * 3):
+                    c1[m] += fb * pb[m]
+            for j in range(wp):  # output columns 2j (columns j - 1, j) and 2j + 1 (j, j + 1)
+                for c in range(3):
+                    up[6 * j + c] = q * col[3 * j + c] + t * col[3 * j + 3 + c]
+                    up[6 * j + 3 + c] = t * col[3 * j + 3 + c] + q * col[3 * j + 6 + c]
+        for j in range(w):
+            a, b = ca[j], cb[j]
+            for c in range(3):
+                f = bias[c] + _value(src[6 * j + c]) * a + _value(src[6 * j + 3 + c]) * b
+                f = lo if f < lo else f
+                f = hi if f > hi else f
+                dst[3 * j + c] = f + up[3 * j + c]

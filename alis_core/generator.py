@@ -205,6 +205,7 @@ class _ColumnStyles:
         self.coef_b = tt.unsqueeze(1).to(device)
         self._k_cpu = k
         self.single = bool((k == k[:, :1]).all())  # every element lies between the same two anchors
+        self.k_key = k[:, 0].numpy().tobytes()
 
     @functools.cached_property
     def runs(self) -> list[tuple[int, int, int, int]]:
@@ -282,6 +283,10 @@ class _Context:
         self.pos_key = (pos.left_border.tobytes(), pos.slot.tobytes(), pos.span, pos.margin, str(device),
                         torch.is_inference_mode_enabled())
         self._cols: dict[tuple[int, int], _ColumnStyles] = {}
+        # fused path: every layer's styles from one matrix product (`SynthesisNetwork._style_table`)
+        self.table: Tensor | None = None  # [B, A, sum of channels]
+        self.table_slices: dict[int, slice] = {}  # id(module) -> its columns
+        self._ends: dict[bytes, tuple[Tensor, Tensor]] = {}
 
     def margin(self, res: int, width: int) -> int:
         """Context columns on each side of activations `width` columns wide at resolution `res`."""
@@ -297,6 +302,37 @@ class _Context:
                 self.cache.put(key, cols)
             self._cols[res, width] = cols
         return self._cols[res, width]
+
+    def styles(self, module: nn.Module, w3: Tensor) -> Tensor:
+        """A layer's styles [B, A, C] for its anchors w3 [B, A, w_dim] (from the pass's table if it has one)."""
+        sl = self.table_slices.get(id(module))
+        return module.styles(w3) if sl is None else self.table[:, :, sl]
+
+    def ends(self, module: nn.Module, w3: Tensor, cols: _ColumnStyles) -> tuple[Tensor, Tensor]:
+        """The two anchor styles, [B, C] each, between which every element of `cols` lies (`single`)."""
+        sl = self.table_slices.get(id(module))
+        if sl is None:
+            return cols.ends(module.styles(w3))
+        key = cols.k_key  # every resolution of a patch lies between the same anchors: index the table once
+        if key not in self._ends:
+            self._ends[key] = cols.ends(self.table)
+        sa, sb = self._ends[key]
+        return sa[:, sl], sb[:, sl]
+
+    def modulation(self, module: nn.Module, w3: Tensor, res: int, width: int, dtype) -> Tensor:
+        """SA-AdaIN input scales [B, C, 1, width] (`dtype`) of a layer whose inputs are [B, C, res, width]
+        (channels-last memory on the fast path)."""
+        cols = self.column_styles(res, width)
+        if self.fused and cols.single:  # two anchors per element: [B, width, C] from the two ends
+            sa, sb = self.ends(module, w3, cols)
+            b, c = sa.shape
+            mod = torch.empty([b, width, c], dtype=dtype, device=sa.device)
+            torch.addcmul(sa.unsqueeze(1) * cols.coef_a.transpose(1, 2), sb.unsqueeze(1), cols.coef_b.transpose(1, 2),
+                          out=mod)
+            return mod.view(b, 1, width, c).permute(0, 3, 1, 2)
+        mod = cols(self.styles(module, w3)).to(dtype)
+        # with NHWC activations, channels innermost here too: a broadcast multiply then vectorises
+        return mod.contiguous(memory_format=CHANNELS_LAST) if self.fast else mod
 
     def coords(self, block: int, res: int, width: int, basis: Tensor, use_cosine: bool) -> list[Tensor]:
         """Coordinate features of every element at resolution `res`: B tensors [D, res, width].
@@ -408,12 +444,13 @@ class SynthesisLayer(nn.Module):
             self._packed_cache.clear()
         return out
 
+    def styles(self, w3: Tensor) -> Tensor:
+        """w3 [B, A, w_dim] -> styles [B, A, I], one per anchor."""
+        return self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], w3.shape[1], -1)
+
     def modulation(self, w3: Tensor, ctx: _Context, res: int, width: int, dtype) -> Tensor:
         """SA-AdaIN input scales [B, I, 1, width] for inputs [B, I, res, width]."""
-        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], w3.shape[1], -1)
-        mod = ctx.column_styles(res, width)(styles).to(dtype)
-        # with NHWC activations, channels innermost here too: a broadcast multiply then vectorises
-        return mod.contiguous(memory_format=CHANNELS_LAST) if ctx.fast else mod
+        return ctx.modulation(self, w3, res, width, dtype)
 
     def forward(self, x: Tensor, w3: Tensor, ctx: _Context, premodulated: bool = False,
                 out_scale: Tensor | None = None) -> Tensor:
@@ -614,27 +651,51 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.weight_gain = 1 / math.sqrt(in_channels)
 
-    def forward(self, x: Tensor, w3: Tensor, ctx: _Context) -> Tensor:
-        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], w3.shape[1], -1) * self.weight_gain
+    def styles(self, w3: Tensor) -> Tensor:
+        """w3 [B, A, w_dim] -> styles [B, A, C] (the weight gain included), one per anchor."""
+        return self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], w3.shape[1], -1) * self.weight_gain
+
+    def forward(self, x: Tensor, w3: Tensor, ctx: _Context, img: Tensor | None = None) -> Tensor:
+        """x [B, C, h, w] -> the block's skip image, float32 [B, 3, h, w]: this layer's RGB plus `img`
+        (the previous block's, [B, 3, h / 2, w / 2]; None for the first block) upsampled."""
         cols = ctx.column_styles(x.shape[2], x.shape[3])
         if ctx.fused:
-            return self._forward_fused(x, styles, cols)
-        x = x * cols(styles).to(x.dtype)  # x is still needed by the next block
-        x = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
-        if self.conv_clamp is None:
-            return x
-        return x.clamp_(-self.conv_clamp, self.conv_clamp) if ctx.inplace else x.clamp(-self.conv_clamp, self.conv_clamp)
+            if cols.single:
+                ends = ctx.ends(self, w3, cols)
+                if ctx.kernels and _kernels.available() and not torch.is_autocast_enabled("cpu"):
+                    # the blend, clamp and skip connection in one compiled pass
+                    return _kernels.torgb_skip(self._rgb_ends(x, ends), cols.coef_a, cols.coef_b, self.bias,
+                                               self.conv_clamp, img)
+                y = self._forward_fused(x, ends, cols)
+            else:
+                y = self._forward_fused(x, ctx.styles(self, w3), cols)
+        else:
+            x = x * cols(self.styles(w3)).to(x.dtype)  # x is still needed by the next block
+            y = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
+            if self.conv_clamp is not None:
+                lim = self.conv_clamp
+                y = y.clamp_(-lim, lim) if ctx.inplace else y.clamp(-lim, lim)
+            y = y.to(torch.float32)
+        return y if img is None else upsample2d(img) + y
 
-    def _forward_fused(self, x: Tensor, styles: Tensor, cols: _ColumnStyles) -> Tensor:
+    def _rgb_ends(self, x: Tensor, ends: tuple[Tensor, Tensor]) -> Tensor:
+        """x [B, C, h, w] (NHWC memory), the styles at the two anchors [B, C] each -> [B, h, w, 6]
+        (x.dtype): each pixel's RGB by the left anchor's styles, then by the right one's."""
+        b, c, h, w = x.shape
+        sa, sb = ends
+        wt = self.weight[:, :, 0, 0].t()  # [C, 3]
+        wm = torch.cat([wt * sa.unsqueeze(2), wt * sb.unsqueeze(2)], dim=2).to(x.dtype)  # [B, C, 6]
+        return torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), wm).view(b, h, w, 6)
+
+    def _forward_fused(self, x: Tensor, styles, cols: _ColumnStyles) -> Tensor:
         """Without touching x: the styles at the anchors fold into one weight matrix per anchor, one
         matmul per element gives every anchor's RGB image, and the per-column weights blend them.
-        x [B, C, h, w] (NHWC memory) -> [B, 3, h, w] float32 (NHWC memory)."""
+        x [B, C, h, w] (NHWC memory) -> [B, 3, h, w] float32 (NHWC memory). `styles`: [B, A, C], or
+        where every element lies between two anchors (`cols.single`) the two ends, [B, C] each."""
         b, c, h, w = x.shape
         wt = self.weight[:, :, 0, 0].t()  # [C, 3]
         if cols.single:  # a patch: between two anchors
-            sa, sb = cols.ends(styles)  # [B, C]
-            wm = torch.cat([wt * sa.unsqueeze(2), wt * sb.unsqueeze(2)], dim=2).to(x.dtype)  # [B, C, 6]
-            y = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), wm).float().view(b, h, w, 6)
+            y = self._rgb_ends(x, styles).float()
             ca, cb = cols.coef_a[:, 0, :, None], cols.coef_b[:, 0, :, None]  # [B, w, 1]
             y = torch.addcmul(torch.addcmul(self.bias, y[..., :3], ca.unsqueeze(1)), y[..., 3:], cb.unsqueeze(1))
         else:  # a strip across anchors (context rendering): the same, run by run of columns
@@ -666,12 +727,15 @@ class GridInput(nn.Module):
         self.basis = logarithmic_basis(4, channels, remove_lowest_freq=True, use_diagonal=True)
         self.out_channels = channels + 2 * self.basis.shape[0]
 
+    def styles(self, w3: Tensor) -> Tensor:
+        """w3 [B, A, w_dim] -> styles [B, A, C], one per anchor."""
+        return self.affine(w3.reshape(-1, w3.shape[-1])).reshape(w3.shape[0], w3.shape[1], -1)
+
     def forward(self, w3: Tensor, ctx: _Context) -> Tensor:
         b = w3.shape[0]
-        styles = self.affine(w3.reshape(-1, w3.shape[-1])).reshape(b, w3.shape[1], -1)
         width = ctx.pos.span * (4 // ctx.cfg.grid_size) + 2 * ctx.pos.margin
         x = self.input_column[None, :, :, None].expand(b, -1, -1, width)  # [B, C, 4, width]
-        x = x * ctx.column_styles(4, width)(styles)
+        x = x * ctx.column_styles(4, width)(ctx.styles(self, w3))
         return torch.cat([x, torch.stack(ctx.coords(4, 4, width, self.basis, True)).to(x.dtype)], dim=1)
 
 
@@ -721,9 +785,7 @@ class SynthesisBlock(nn.Module):
                 for i, feats in enumerate(coords):  # straight from the cache, no intermediate stack
                     xc[i, c:] = feats
                 x = self.conv1(self.conv0(xc, ws3[:, 0], ctx), ws3[:, 1], ctx)
-        y = self.torgb(x, ws3[:, 2], ctx).to(torch.float32)
-        img = y if img is None else upsample2d(img) + y
-        return x, img
+        return x, self.torgb(x, ws3[:, 2], ctx, img)
 
 
 class SynthesisNetwork(nn.Module):
@@ -734,6 +796,7 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{res}", SynthesisBlock(cfg, res))
         # Training ramps the shift of frames inside their window from 0 to 1 (official schedule).
         self.register_buffer("max_shift_strength", torch.ones([1]))
+        self._table = _Scratch()  # _style_table's cache (copies and pickles start empty)
         self._check_periodicity()
 
     def _check_periodicity(self) -> None:
@@ -745,6 +808,7 @@ class SynthesisNetwork(nn.Module):
 
     def _apply(self, fn, *args, **kwargs):
         self.feature_cache = _FeatureCache()  # coordinate features and column styles of the old device
+        self._table.clear()
         return super()._apply(fn, *args, **kwargs)
 
     def forward(self, ws3: Tensor, pos: PatchPositions, noise_mode: str = "none",
@@ -779,7 +843,34 @@ class SynthesisNetwork(nn.Module):
         return self._run(ws3, _Context(self.cfg, pos, ws3.shape[2], ws3.device, dtype, noise_mode, generator,
                                        self.feature_cache, fast))
 
+    def _style_table(self) -> tuple[Tensor, Tensor, dict[int, slice]]:
+        """Every affine layer's scaled weights side by side: (weights [w_dim, sum C], biases [1, sum C],
+        id(module) -> its columns); the toRGB layers' weight gain folded in. Cached while the
+        weights are frozen (rebuilt when any changes)."""
+        modules = []
+        for res in self.cfg.block_resolutions:
+            block = getattr(self, f"b{res}")
+            modules += [block.input if res == 4 else block.conv0, block.conv1, block.torgb]
+        key = tuple((_version(m.affine.weight), _version(m.affine.bias)) for m in modules) + (
+            self.b4.conv1.weight.device, torch.is_inference_mode_enabled())
+        if self._table.get("key") != key:
+            ws, bs, slices, start = [], [], {}, 0
+            for m in modules:
+                wt, b = m.affine.scaled(torch.float32)
+                gain = getattr(m, "weight_gain", 1.0)
+                ws.append(wt * gain if gain != 1 else wt)
+                bs.append(b * gain if gain != 1 else b)
+                slices[id(m)] = slice(start, start + wt.shape[1])
+                start += wt.shape[1]
+            self._table.update(key=key, value=(torch.cat(ws, dim=1), torch.cat(bs, dim=1), slices))
+        return self._table["value"]
+
     def _run(self, ws3: Tensor, ctx: _Context) -> Tensor:
+        if ctx.fused and torch.equal(ws3, ws3[:, :1].expand_as(ws3)):
+            # every layer has the same anchors (a frame or panorama of [N, w_dim] latents): all the
+            # styles by one matrix product instead of one per layer
+            wt, b, ctx.table_slices = self._style_table()
+            ctx.table = torch.addmm(b, ws3[:, 0].reshape(-1, ws3.shape[-1]), wt).view(ws3.shape[0], ws3.shape[2], -1)
         x = img = None
         for i, res in enumerate(self.cfg.block_resolutions):
             x, img = getattr(self, f"b{res}")(x, img, ws3[:, 2 * i: 2 * i + 3], ctx)

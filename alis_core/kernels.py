@@ -15,7 +15,10 @@ dominate), its oneDNN convolution fuses at most one activation, and its Winograd
 - float32: 3x3 convolutions as Winograd F(4x4, 3x3) whose transforms are compiled sparse sums, the
   epilogue inside the output transform (`conv3x3_winograd_f32`); upsampling layers as one matrix
   product (or PyTorch's transposed convolution) and one compiled pass for the rest
-  (`deconv_up2_f32`, `upsample_epilogue_f32`).
+  (`deconv_up2_f32`, `upsample_epilogue_f32`);
+- both: the end of every block, after its toRGB matrix product: the blend of the two anchors'
+  RGB, bias, clamp and the skip connection's upsample-and-add in one pass (`torgb_skip`: a dozen
+  small PyTorch operations per block before, which cost more than their arithmetic).
 
 Which layers take them is decided in `generator.SynthesisLayer._forward_fused` (those of models
 large enough to pay for loading them: `generator.KERNEL_MIN_WORK`). Without numba, or with ALIS_KERNELS=0 in the environment, the
@@ -25,6 +28,7 @@ once); loading them costs a process about half a second.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import warnings
 
@@ -35,6 +39,8 @@ from torch import Tensor
 ENV = "ALIS_KERNELS"  # "0": never use the kernels
 _impl = None  # the loaded kernel module; False once it proved unavailable (tests set it)
 _NONE = np.zeros(0, np.uint16)  # an absent noise or scale
+_NONE_F32 = np.zeros(0, np.float32)
+F32 = torch.float32
 
 
 def _load():
@@ -69,30 +75,57 @@ def enabled_for(x: Tensor) -> bool:
             and available())
 
 
-def _bits(t: Tensor | None) -> np.ndarray:
-    """The uint16 bits of a bfloat16 tensor stored as one dense block, in memory order, without a
-    copy (a tensor in channels-last memory through its NHWC view). None: an empty array."""
+_NP = {torch.bfloat16: (ctypes.c_uint16, np.uint16), torch.float32: (ctypes.c_float, np.float32)}
+_ARRAY_TYPES: dict = {}  # (torch dtype, length) -> ctypes array type
+
+
+def _flat(t: Tensor | None, dtype=torch.bfloat16) -> np.ndarray:
+    """t's elements as a flat numpy array over its memory, in memory order (a tensor in channels-last
+    memory: NHWC), without a copy: bfloat16 as its uint16 bits. t must be a dense CPU tensor of
+    `dtype`; the caller keeps it alive while the array is in use. None: an empty array.
+    (Through ctypes: a few hundred nanoseconds, where `Tensor.numpy()` and the views it needs are
+    PyTorch operations of a few microseconds each, dozens of them in every frame.)"""
     if t is None:
-        return _NONE
-    if t.dim() == 4 and not t.is_contiguous():
-        t = t.permute(0, 2, 3, 1)
-    if t.dtype != torch.bfloat16 or not t.is_contiguous():
-        raise ValueError(f"the kernels need dense bfloat16 tensors, got {t.dtype} with strides {t.stride()}")
-    return t.view(torch.int16).numpy().view(np.uint16).reshape(-1)
+        return _NONE if dtype == torch.bfloat16 else _NONE_F32
+    if t.dtype != dtype or t.device.type != "cpu" or not (
+            t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))):
+        raise ValueError(f"the kernels need dense {dtype} CPU tensors, got {t.dtype} on {t.device} with shape "
+                         f"{list(t.shape)} and strides {t.stride()}")
+    key = (dtype, t.numel())
+    array = _ARRAY_TYPES.get(key)
+    if array is None:
+        if len(_ARRAY_TYPES) > 1024:
+            _ARRAY_TYPES.clear()
+        array = _ARRAY_TYPES[key] = _NP[dtype][0] * t.numel()
+    return np.frombuffer(array.from_address(t.data_ptr()), _NP[dtype][1])
+
+
+def _dense(t: Tensor | None, shape, dtype=torch.bfloat16, channels_last: bool = False) -> Tensor | None:
+    """t broadcast to `shape` as a dense `dtype` tensor (channels-last memory if asked); t itself
+    when it already is one (no PyTorch operation at all)."""
+    if t is None:
+        return None
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    if t.dtype == dtype and tuple(t.shape) == tuple(shape) and t.is_contiguous(memory_format=fmt):
+        return t
+    return t.to(dtype).expand(shape).contiguous(memory_format=fmt)
 
 
 def _per_pixel(noise: Tensor | None, b: int, h: int, w: int, dtype=torch.bfloat16) -> Tensor | None:
     """noise [B or 1, 1, H, W] -> `dtype` [B, 1, H, W], dense."""
-    return None if noise is None else noise.to(dtype).expand(b, 1, h, w).contiguous()
+    return _dense(noise, (b, 1, h, w), dtype)
 
 
 def _per_column(scale: Tensor | None, b: int, c: int, w: int, dtype=torch.bfloat16) -> Tensor | None:
     """An SA-AdaIN scale [B, C, 1, W] -> `dtype` in channels-last memory ([B, W, C] in memory)."""
-    if scale is None:
-        return None
-    if tuple(scale.shape) != (b, c, 1, w):
+    if scale is not None and tuple(scale.shape) != (b, c, 1, w):
         raise ValueError(f"scale must be [{b}, {c}, 1, {w}], got {list(scale.shape)}")
-    return scale.to(dtype).contiguous(memory_format=torch.channels_last)
+    return _dense(scale, (b, c, 1, w), dtype, channels_last=True)
+
+
+def _f32(t: Tensor) -> Tensor:
+    """A dense float32 copy of t (a bias, column weights), or t itself if it is one."""
+    return t if t.dtype == torch.float32 and t.is_contiguous() else t.detach().float().contiguous()
 
 
 class KernelFailure(RuntimeError):
@@ -107,8 +140,9 @@ def _threads():
     switches them off (out-of-memory errors pass as they are)."""
     global _impl
     import numba  # loaded with the kernels
-    before = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    before, want = numba.get_num_threads(), max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    if want != before:
+        numba.set_num_threads(want)
     try:
         yield
     except (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)):
@@ -119,7 +153,8 @@ def _threads():
                       f"rendering without them from now on (set {ENV}=0 to skip them)", RuntimeWarning, stacklevel=3)
         raise KernelFailure(str(e)) from e
     finally:
-        numba.set_num_threads(before)
+        if want != before:
+            numba.set_num_threads(before)
 
 
 def _limit(clamp: float | None) -> float:
@@ -135,9 +170,9 @@ def epilogue_bf16_(x: Tensor, clamp: float | None, act: bool = True, noise: Tens
     impl = _load()
     b, c, h, w = x.shape
     nz, sc = _per_pixel(noise, b, h, w), _per_column(scale, b, c, w)
-    lim = _limit(clamp)
+    lim, args = _limit(clamp), (_flat(x), b * h, w, c, _flat(nz), _flat(sc))  # (refusals before the call)
     with _threads():
-        impl.epilogue_bf16(_bits(x), b * h, w, c, _bits(nz), _bits(sc), slope if act else 1.0, -lim, lim)
+        impl.epilogue_bf16(*args, slope if act else 1.0, -lim, lim)
     return x
 
 
@@ -155,25 +190,11 @@ def upsample_epilogue_bf16(even: Tensor, odd: Tensor, bias: Tensor, clamp: float
     if tuple(even.shape) != (b, c2, h + 1, w1):
         raise ValueError(f"even must be [{b}, {c2}, {h + 1}, {w1}] beside odd {list(odd.shape)}, got {list(even.shape)}")
     out = torch.empty([b, c, 2 * h, 2 * w], dtype=torch.bfloat16, memory_format=torch.channels_last)
-    nz, sc = _per_pixel(noise, b, 2 * h, 2 * w), _per_column(scale, b, c, 2 * w)
-    lim = _limit(clamp)
+    nz, sc, bs = _per_pixel(noise, b, 2 * h, 2 * w), _per_column(scale, b, c, 2 * w), _f32(bias)
+    lim, args = _limit(clamp), (_flat(even), _flat(odd), _flat(out), b, h, w, c, _flat(bs, F32), _flat(nz), _flat(sc))
     with _threads():
-        impl.upsample_epilogue_bf16(_bits(even), _bits(odd), _bits(out), b, h, w, c,
-                                    bias.detach().float().contiguous().numpy(), _bits(nz), _bits(sc), slope, -lim, lim,
-                                    block)
+        impl.upsample_epilogue_bf16(*args, slope, -lim, lim, block)
     return out
-
-
-def _noise_f32(noise: Tensor | None, b: int, h: int, w: int) -> np.ndarray:
-    """noise [B or 1, 1, H, W] -> float32 [B * H * W] (empty for None)."""
-    t = _per_pixel(noise, b, h, w, torch.float32)
-    return np.zeros(0, np.float32) if t is None else t.numpy().reshape(-1)
-
-
-def _scale_f32(scale: Tensor | None, b: int, c: int, w: int) -> np.ndarray:
-    """An SA-AdaIN scale [B, C, 1, W] -> float32 [B * W * C] (empty for None)."""
-    t = _per_column(scale, b, c, w, torch.float32)
-    return np.zeros(0, np.float32) if t is None else t.permute(0, 2, 3, 1).numpy().reshape(-1)
 
 
 WINOGRAD_CHUNK_BYTES = 16 << 20  # conv3x3_winograd_f32: transformed tiles per chunk (bounded memory)
@@ -199,9 +220,8 @@ def conv3x3_winograd_f32(x: Tensor, weight_wino: Tensor, bias: Tensor, noise: Te
     v = torch.empty(36 * rows * tiles_x * c)
     m = torch.empty(36 * rows * tiles_x * o)
     out = torch.empty([b, o, h, w], memory_format=torch.channels_last)
-    nz = _noise_f32(noise, b, h, w)
-    xs, outs = x.permute(0, 2, 3, 1).numpy().reshape(-1), out.permute(0, 2, 3, 1).numpy().reshape(-1)
-    bs = bias.detach().float().contiguous().numpy()
+    nz, bs = _per_pixel(noise, b, h, w, torch.float32), _f32(bias)
+    xs, outs, nzs, bss = _flat(x, F32), _flat(out, F32), _flat(nz, F32), _flat(bs, F32)
     wt = weight_wino.float()
     lim = _limit(clamp)
     with _threads():
@@ -209,9 +229,9 @@ def conv3x3_winograd_f32(x: Tensor, weight_wino: Tensor, bias: Tensor, noise: Te
             n = min(rows, tile_rows - r0)
             t = n * tiles_x
             vc, mc = v[: 36 * t * c], m[: 36 * t * o]
-            impl.winograd_input_f32(xs, vc.numpy(), h, w, c, tiles_x, r0, n)
+            impl.winograd_input_f32(xs, _flat(vc, F32), h, w, c, tiles_x, r0, n)
             torch.bmm(vc.view(36, t, c), wt, out=mc.view(36, t, o))
-            impl.winograd_output_f32(mc.numpy(), outs, bs, nz, h, w, o, tiles_x, r0, n, gain, slope, -lim, lim)
+            impl.winograd_output_f32(_flat(mc, F32), outs, bss, nzs, h, w, o, tiles_x, r0, n, gain, slope, -lim, lim)
     return out
 
 
@@ -229,12 +249,10 @@ def upsample_epilogue_f32(y: Tensor, bias: Tensor, clamp: float | None, noise: T
         raise ValueError(f"y must be [B, C, 2h + 1, 2w + 1], got {list(y.shape)}")
     y = y.float().contiguous(memory_format=torch.channels_last)
     out = torch.empty([b, c, 2 * h, 2 * w], memory_format=torch.channels_last)
-    nz, sc = _noise_f32(noise, b, 2 * h, 2 * w), _scale_f32(scale, b, c, 2 * w)
-    lim = _limit(clamp)
+    nz, sc, bs = _per_pixel(noise, b, 2 * h, 2 * w, F32), _per_column(scale, b, c, 2 * w, F32), _f32(bias)
+    lim, args = _limit(clamp), (_flat(y, F32), _flat(out, F32), b, h, w, c, _flat(bs, F32), _flat(nz, F32))
     with _threads():
-        impl.upsample_epilogue_f32(y.permute(0, 2, 3, 1).numpy().reshape(-1), out.permute(0, 2, 3, 1).numpy().reshape(-1),
-                                   b, h, w, c, bias.detach().float().contiguous().numpy(), nz, gain, sc, slope, -lim, lim,
-                                   block)
+        impl.upsample_epilogue_f32(*args, gain, _flat(sc, F32), slope, -lim, lim, block)
     return out
 
 
@@ -258,9 +276,8 @@ def deconv_up2_f32(x: Tensor, weight_mat: Tensor, bias: Tensor, clamp: float | N
                          f"{list(x.shape)} and {list(weight_mat.shape)}")
     xs = x.contiguous(memory_format=torch.channels_last).permute(0, 2, 3, 1)  # [B, h, w, I], dense
     out = torch.empty([b, o, 2 * h, 2 * w], memory_format=torch.channels_last)
-    nz, sc = _noise_f32(noise, b, 2 * h, 2 * w), _scale_f32(scale, b, o, 2 * w)
-    outs = out.permute(0, 2, 3, 1).numpy().reshape(-1)
-    bs = bias.detach().float().contiguous().numpy()
+    nz, sc, bs = _per_pixel(noise, b, 2 * h, 2 * w, F32), _per_column(scale, b, o, 2 * w, F32), _f32(bias)
+    outs, nzs, scs, bss = _flat(out, F32), _flat(nz, F32), _flat(sc, F32), _flat(bs, F32)
     wm = weight_mat.float()
     lim = _limit(clamp)
     rows_in = max(1, DECONV_CHUNK_BYTES // (w * 9 * o * 4) - 2)  # input rows whose output rows a chunk writes
@@ -270,8 +287,31 @@ def deconv_up2_f32(x: Tensor, weight_mat: Tensor, bias: Tensor, clamp: float | N
                 r_end = min(2 * h, r_begin + 2 * rows_in)
                 first, last = max(0, (r_begin - 1) // 2 - 1), min(h, r_end // 2 + 1)  # input rows these need
                 y9 = torch.matmul(xs[image, first:last].reshape(-1, i), wm)  # [(rows, w), (3, 3, O)]
-                impl.deconv_epilogue_f32(y9.numpy().reshape(-1), first, outs, image, r_begin, r_end, h, w, o, bs, nz,
-                                         gain, sc, slope, -lim, lim, block)
+                impl.deconv_epilogue_f32(_flat(y9, F32), first, outs, image, r_begin, r_end, h, w, o, bss, nzs,
+                                         gain, scs, slope, -lim, lim, block)
+    return out
+
+
+def torgb_skip(y6: Tensor, coef_a: Tensor, coef_b: Tensor, bias: Tensor, clamp: float | None,
+               prev: Tensor | None) -> Tensor:
+    """The end of a fused toRGB layer and the skip connection, in one pass: y6 [B, h, w, 6] (bfloat16
+    or float32, dense): each pixel's RGB by its left anchor's styles, then by its right one's;
+    coef_a, coef_b [B, 1, w] float32: their column weights (SA-AdaIN); bias [3]. -> [B, 3, h, w]
+    float32 in channels-last memory: clamp(bias + y6[..., :3] * coef_a + y6[..., 3:] * coef_b)
+    + `layers.upsample2d(prev)` (prev [B, 3, h / 2, w / 2], or None for the first block)."""
+    impl = _load()
+    b, h, w, six = y6.shape
+    if six != 6 or y6.dtype not in (torch.bfloat16, torch.float32) or not y6.is_contiguous():
+        raise ValueError(f"y6 must be dense bfloat16 or float32 [B, h, w, 6], got {y6.dtype} {list(y6.shape)}")
+    if prev is not None and (tuple(prev.shape) != (b, 3, h // 2, w // 2) or h % 2 or w % 2):
+        raise ValueError(f"prev must be [{b}, 3, {h // 2}, {w // 2}] for a [{b}, 3, {h}, {w}] image, "
+                         f"got {list(prev.shape)}")
+    out = torch.empty([b, 3, h, w], memory_format=torch.channels_last)
+    prev = None if prev is None else _dense(prev, prev.shape, F32, channels_last=True)
+    ca, cb, bs = _f32(coef_a), _f32(coef_b), _f32(bias)
+    lim, ys, cas, cbs, bss = _limit(clamp), _flat(y6, y6.dtype), _flat(ca, F32), _flat(cb, F32), _flat(bs, F32)
+    with _threads():
+        impl.torgb_skip(ys, cas, cbs, bss, -lim, lim, _flat(prev, F32), _flat(out, F32), b, h, w)
     return out
 
 
@@ -295,4 +335,7 @@ def warm_up() -> bool:
     deconv_up2_f32(x, torch.zeros(2, 18), torch.zeros(2), 1.0, torch.zeros(1, 1, 8, 8), 1.0, torch.ones(1, 2, 1, 8))
     upsample_epilogue_f32(torch.zeros(1, 2, 9, 9).contiguous(memory_format=torch.channels_last), torch.zeros(2), 1.0,
                           torch.zeros(1, 1, 8, 8), 1.0, torch.ones(1, 2, 1, 8))
+    for dtype in (torch.bfloat16, torch.float32):
+        torgb_skip(torch.zeros(1, 2, 2, 6, dtype=dtype), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3), 1.0,
+                   torch.zeros(1, 3, 1, 1))
     return True

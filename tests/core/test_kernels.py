@@ -103,7 +103,7 @@ def test_upsampling_layer_with_kernels_matches_the_pytorch_path(tiny_G, monkeypa
     G.fast, G.compute_dtype = True, BF16
     w = alis_core.sample_anchors(G, 3, seed=2)
     calls = []
-    for name in ("epilogue_bf16_", "upsample_epilogue_bf16"):
+    for name in ("epilogue_bf16_", "upsample_epilogue_bf16", "torgb_skip"):
         f = getattr(kernels, name)
         monkeypatch.setattr(kernels, name, lambda *a, f=f, name=name, **k: calls.append(name) or f(*a, **k))
     impl = kernels._load()
@@ -114,6 +114,7 @@ def test_upsampling_layer_with_kernels_matches_the_pytorch_path(tiny_G, monkeypa
             frames[path] = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="const")
     n_blocks = len(G.config.block_resolutions)
     assert calls.count("upsample_epilogue_bf16") == n_blocks - 1 and calls.count("epilogue_bf16_") == n_blocks
+    assert calls.count("torgb_skip") == n_blocks
     a, b = frames["kernels"], frames["pytorch"]
     assert (a - b).abs().max() <= 0.03 * b.abs().max() and (a - b).abs().mean() <= 0.003 * b.abs().mean()
 
@@ -134,6 +135,41 @@ def test_environment_switch_and_refusals(monkeypatch):
     with pytest.raises(ValueError, match="even must be"):
         kernels.upsample_epilogue_bf16(_bf16_nhwc(torch.zeros(1, 4, 2, 3)), _bf16_nhwc(torch.zeros(1, 4, 2, 3)),
                                        torch.zeros(2), None)
+    with pytest.raises(ValueError, match="dense"):
+        kernels.epilogue_bf16_(torch.zeros(1, 2, 3, 8, dtype=BF16)[..., ::2], 1.0)
+    with pytest.raises(ValueError, match="y6 must be"):
+        kernels.torgb_skip(torch.zeros(1, 2, 2, 3), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3), None,
+                           None)
+    with pytest.raises(ValueError, match="prev must be"):
+        kernels.torgb_skip(torch.zeros(1, 2, 2, 6), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3), None,
+                           torch.zeros(1, 3, 2, 2))
+
+
+@pytest.mark.parametrize("dtype", [BF16, torch.float32])
+@pytest.mark.parametrize("shape", [(1, 2, 2), (2, 4, 6), (3, 16, 10)])
+@pytest.mark.parametrize("with_prev", [False, True])
+@pytest.mark.parametrize("clamp", [0.8, None])
+def test_torgb_skip_equals_blend_clamp_and_the_upsampled_skip_image(dtype, shape, with_prev, clamp):
+    """The fused toRGB layer's end: both anchors' RGB blended by the column weights, + bias, clamped,
+    plus the previous block's image through `layers.upsample2d` (float64 reference)."""
+    from alis_core.layers import upsample2d
+    b, h, w = shape
+    g = torch.Generator().manual_seed(h * w)
+    y6 = torch.randn(b, h, w, 6, generator=g).to(dtype)
+    ca = torch.rand(b, 1, w, generator=g)
+    cb, bias = 1 - ca, torch.randn(3, generator=g)
+    prev = torch.randn(b, 3, h // 2, w // 2, generator=g) if with_prev else None
+    y = y6.double()
+    ca64, cb64 = ca[..., None].double(), cb[..., None].double()
+    ref = (bias.double() + y[..., :3] * ca64 + y[..., 3:] * cb64).permute(0, 3, 1, 2)
+    if clamp is not None:
+        assert (ref.abs() > clamp).any()  # the clamp matters
+        ref = ref.clamp(-clamp, clamp)
+    if with_prev:
+        ref = ref + upsample2d(prev.double())
+    out = kernels.torgb_skip(y6, ca, cb, bias, clamp, prev)
+    assert out.dtype == torch.float32 and out.is_contiguous(memory_format=CHANNELS_LAST)
+    assert (out.double() - ref).abs().max() <= 1e-5
 
 
 def test_conv_act_leaves_the_kernels_a_channels_last_tensor():
@@ -210,7 +246,7 @@ def test_float32_frames_with_kernels_match_the_pytorch_path(tiny_G, monkeypatch)
     G.fast = True
     w = alis_core.sample_anchors(G, 3, seed=2)
     calls = []
-    for name in ("conv3x3_winograd_f32", "deconv_up2_f32", "upsample_epilogue_f32"):
+    for name in ("conv3x3_winograd_f32", "deconv_up2_f32", "upsample_epilogue_f32", "torgb_skip"):
         f = getattr(kernels, name)
         monkeypatch.setattr(kernels, name, lambda *a, f=f, name=name, **k: calls.append(name) or f(*a, **k))
     impl = kernels._load()
@@ -221,7 +257,7 @@ def test_float32_frames_with_kernels_match_the_pytorch_path(tiny_G, monkeypatch)
             for path in ("kernels", "pytorch"):
                 monkeypatch.setattr(kernels, "_impl", impl if path == "kernels" else False)
                 frames[path, small_deconv] = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="const")
-    assert set(calls) == {"conv3x3_winograd_f32", "deconv_up2_f32", "upsample_epilogue_f32"}
+    assert set(calls) == {"conv3x3_winograd_f32", "deconv_up2_f32", "upsample_epilogue_f32", "torgb_skip"}
     for small_deconv in (10 ** 9, 0):
         a, b = frames["kernels", small_deconv], frames["pytorch", small_deconv]
         assert (a - b).abs().max() <= 1e-5 * b.abs().max()

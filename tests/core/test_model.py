@@ -266,7 +266,7 @@ def test_moving_the_generator_drops_its_caches():
     def cached():
         return sum(getattr(m, "_prepared", None) is not None or getattr(m, "_scaled", None) is not None
                    or bool(getattr(m, "noise_cache", None)) or bool(getattr(m, "_packed_cache", None))
-                   for m in G.modules()) + len(G.synthesis.feature_cache._d)
+                   or bool(getattr(m, "_table", None)) for m in G.modules()) + len(G.synthesis.feature_cache._d)
 
     with torch.no_grad():
         before = alis_core.panorama(G, a, noise_mode="const")
@@ -274,6 +274,31 @@ def test_moving_the_generator_drops_its_caches():
         G.to("cpu")
         assert cached() == 0
         assert torch.equal(alis_core.panorama(G, a, noise_mode="const"), before)
+
+
+def test_style_table_equals_every_layers_own_affine(tiny_G):
+    """The fused path computes every layer's styles by one matrix product when all layers share their
+    anchors: its columns equal each layer's own affine (the toRGB weight gain included), and a
+    frame through it equals the exact path."""
+    syn = tiny_G.synthesis
+    w = torch.randn(5, tiny_G.w_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        wt, b, slices = syn._style_table()
+        table = torch.addmm(b, w, wt)
+        layers = [m for m in syn.modules() if hasattr(m, "affine")]
+        assert len(layers) == len(slices) == 3 * len(tiny_G.config.block_resolutions)
+        for m in layers:
+            own = m.styles(w[None])[0]
+            assert (table[:, slices[id(m)]] - own).abs().max() <= 1e-5 * own.abs().max()
+        assert syn._style_table()[0] is wt  # cached while the weights stay
+    G = copy.deepcopy(tiny_G)
+    a = alis_core.sample_anchors(G, 3, seed=3)
+    lb = torch.tensor([1])
+    exact = G.frame(a[:1], a[1:2], a[2:], lb)
+    G.fast = True
+    with torch.no_grad():
+        fused = G.frame(a[:1], a[1:2], a[2:], lb)
+    assert G.synthesis._table and (fused - exact).abs().max() <= 1e-5 * exact.abs().max()
 
 
 def test_polyphase_upsampling_equals_transposed_convolution():
