@@ -203,6 +203,7 @@ class _ColumnStyles:
         self.k = k.to(device)  # [B, W]
         self.coef_a = (m - tt).unsqueeze(1).to(device)  # [B, 1, W]
         self.coef_b = tt.unsqueeze(1).to(device)
+        self.coef_a_t, self.coef_b_t = self.coef_a.transpose(1, 2), self.coef_b.transpose(1, 2)  # [B, W, 1]
         self._k_cpu = k
         self.single = bool((k == k[:, :1]).all())  # every element lies between the same two anchors
         self.k_key = k[:, 0].numpy().tobytes()
@@ -286,7 +287,9 @@ class _Context:
         # fused path: every layer's styles from one matrix product (`SynthesisNetwork._style_table`)
         self.table: Tensor | None = None  # [B, A, sum of channels]
         self.table_slices: dict[int, slice] = {}  # id(module) -> its columns
+        self.table_rgb: tuple[int, Tensor] | None = None  # where the toRGB layers' columns start, their weights
         self._ends: dict[bytes, tuple[Tensor, Tensor]] = {}
+        self._rgb: dict = {}
 
     def margin(self, res: int, width: int) -> int:
         """Context columns on each side of activations `width` columns wide at resolution `res`."""
@@ -313,33 +316,64 @@ class _Context:
         sl = self.table_slices.get(id(module))
         if sl is None:
             return cols.ends(module.styles(w3))
+        sa, sb = self._table_ends(cols)[:2]
+        return sa[:, sl], sb[:, sl]
+
+    def _table_ends(self, cols: _ColumnStyles) -> tuple[Tensor, Tensor]:
         key = cols.k_key  # every resolution of a patch lies between the same anchors: index the table once
         if key not in self._ends:
-            self._ends[key] = cols.ends(self.table)
-        sa, sb = self._ends[key]
-        return sa[:, sl], sb[:, sl]
+            sa, sb = cols.ends(self.table)  # [B, sum C] each
+            self._ends[key] = (sa, sb, sa.unsqueeze(1), sb.unsqueeze(1))
+        return self._ends[key]
+
+    def rgb_weights(self, module: "ToRGB", w3: Tensor, cols: _ColumnStyles, dtype) -> Tensor:
+        """A toRGB layer's weights with the styles at each element's two anchors folded in (`single`
+        only): [B, C, 6] (`dtype`), from the pass's table for every toRGB layer at once if it has one."""
+        sl = self.table_slices.get(id(module))
+        if sl is None:
+            return module.rgb_weights(cols.ends(module.styles(w3))).to(dtype)
+        start, weight = self.table_rgb
+        key = (cols.k_key, dtype)
+        if key not in self._rgb:
+            sa, sb = self._table_ends(cols)[:2]
+            ends = torch.stack([sa[:, start:], sb[:, start:]], dim=2)  # [B, C, 2]: every toRGB layer's channels
+            self._rgb[key] = (ends.unsqueeze(3) * weight.unsqueeze(1)).to(dtype).view(ends.shape[0], -1, 6)
+        return self._rgb[key][:, sl.start - start: sl.stop - start]
 
     def modulation(self, module: nn.Module, w3: Tensor, res: int, width: int, dtype) -> Tensor:
         """SA-AdaIN input scales [B, C, 1, width] (`dtype`) of a layer whose inputs are [B, C, res, width]
         (channels-last memory on the fast path)."""
         cols = self.column_styles(res, width)
         if self.fused and cols.single:  # two anchors per element: [B, width, C] from the two ends
-            sa, sb = self.ends(module, w3, cols)
-            b, c = sa.shape
+            sl = self.table_slices.get(id(module))
+            if sl is None:
+                sa, sb = (e.unsqueeze(1) for e in cols.ends(module.styles(w3)))
+            else:
+                sa, sb = (e[:, :, sl] for e in self._table_ends(cols)[2:])
+            b, _, c = sa.shape
             mod = torch.empty([b, width, c], dtype=dtype, device=sa.device)
-            torch.addcmul(sa.unsqueeze(1) * cols.coef_a.transpose(1, 2), sb.unsqueeze(1), cols.coef_b.transpose(1, 2),
-                          out=mod)
+            torch.addcmul(sa * cols.coef_a_t, sb, cols.coef_b_t, out=mod)
             return mod.view(b, 1, width, c).permute(0, 3, 1, 2)
         mod = cols(self.styles(module, w3)).to(dtype)
         # with NHWC activations, channels innermost here too: a broadcast multiply then vectorises
         return mod.contiguous(memory_format=CHANNELS_LAST) if self.fast else mod
 
-    def coords(self, block: int, res: int, width: int, basis: Tensor, use_cosine: bool) -> list[Tensor]:
-        """Coordinate features of every element at resolution `res`: B tensors [D, res, width].
+    def coords(self, block: int, res: int, width: int, basis: Tensor, use_cosine: bool, stacked: bool = False):
+        """Coordinate features of every element at resolution `res`: B tensors [D, res, width], or with
+        `stacked` one [B, D, res, width] (the fast path's layout; cached per set of positions too).
 
         x is relative to the window, as the official `generate_shifted_coords` computes it.
         Features depend on the block and the position only, so they are cached per position.
         """
+        if stacked:
+            key = ("stacked", block, width, self.pos_key, self.pos.canonical, self.dtype, self.fast)
+            out = self.cache.get(key)
+            if out is None:
+                out = torch.stack(self.coords(block, res, width, basis, use_cosine))
+                if self.fast:
+                    out = out.contiguous(memory_format=CHANNELS_LAST)
+                self.cache.put(key, out)
+            return out
         cfg, pos = self.cfg, self.pos
         pw = res // cfg.grid_size
         w_dist = int(0.5 * cfg.w_coord_dist * res)
@@ -364,13 +398,15 @@ class _Context:
             out.append(feats)
         return out
 
-    def noise(self, layer: "SynthesisLayer", shape) -> Tensor | None:
+    def noise(self, layer: "SynthesisLayer", shape, gain: float = 1.0) -> Tensor | None:
+        """The layer's noise [B, 1, h, w] (dense) for outputs of `shape`, times its strength (and
+        then `gain`, rounded to the compute dtype after each product); None without noise."""
         if self.noise_mode == "none":
             return None
         b, _, h, w = shape
         if self.noise_mode == "const":
             frozen = not (layer.noise_strength.requires_grad and torch.is_grad_enabled())
-            key = (self.pos_key, h, w, self.dtype, _version(layer.noise_const), _version(layer.noise_strength))
+            key = (self.pos_key, h, w, self.dtype, gain, _version(layer.noise_const), _version(layer.noise_strength))
             if frozen and key in layer.noise_cache:
                 return layer.noise_cache[key]
             # column j of patch slot s reads column s * pw + j of the frame-wide buffer; context
@@ -378,15 +414,18 @@ class _Context:
             slots = torch.from_numpy(self.pos.slot).to(self.device)
             pw, margin = h // self.cfg.grid_size, self.margin(h, w)
             cols = (slots[:, None] * pw - margin + torch.arange(w, device=self.device)[None, :]) % h  # [B, w]
-            n = layer.noise_const.to(self.dtype)[:, cols].permute(1, 0, 2).unsqueeze(1)  # [B, 1, h, w]
+            n = layer.noise_const.to(self.dtype)[:, cols].permute(1, 0, 2).contiguous().unsqueeze(1)  # [B, 1, h, w]
             n = n * layer.noise_strength.to(self.dtype)
+            if gain != 1:
+                n = n * gain
             if frozen:  # one or two position patterns recur (a frame's; a panorama's tiles and its last)
                 layer.noise_cache[key] = n
                 while len(layer.noise_cache) > 2:
                     layer.noise_cache.popitem(last=False)
             return n
         n = torch.randn([b, 1, h, w], generator=self.generator, device="cpu")
-        return n.to(device=self.device, dtype=self.dtype) * layer.noise_strength.to(self.dtype)
+        n = n.to(device=self.device, dtype=self.dtype) * layer.noise_strength.to(self.dtype)
+        return n * gain if gain != 1 else n
 
 
 class SynthesisLayer(nn.Module):
@@ -578,16 +617,18 @@ class SynthesisLayer(nn.Module):
         (`alis_core.kernels`): in bfloat16 everything oneDNN cannot fuse in one pass after the
         convolution; in float32 their Winograd convolution and their upsampling tail."""
         b, _, h, w = x.shape
-        noise = ctx.noise(self, (b, 1, h * self.up, w * self.up))
+        reduced = x.dtype != torch.float32
+        # reduced precision: the noise comes with its gain applied, for the convolution to add
+        noise = ctx.noise(self, (b, 1, h * self.up, w * self.up), LRELU_GAIN if reduced else 1.0)
         act = noise is None  # noise goes in between the bias and the activation
-        add = None
+        add = gained = None
         work = ctx.kernels  # a model large enough for the compiled kernels
         kernels = work and _kernels.enabled_for(x)  # bfloat16 with numba
-        if noise is not None and x.dtype != torch.float32:
-            # bfloat16 element-wise passes are slow on CPUs: let the convolution add the noise
-            # (in float32 the separate in-place addition is faster)
-            add = (noise * LRELU_GAIN).to(x.dtype).expand(b, bias.shape[0], h * self.up, w * self.up)
-            noise = None
+        if noise is not None and reduced:
+            gained, noise = noise, None  # [B, 1, H, W]
+            if not kernels:  # bfloat16 element-wise passes are slow on CPUs: let the convolution add the
+                # noise (in float32 the separate in-place addition is faster)
+                add = gained.expand(b, bias.shape[0], h * self.up, w * self.up)
         if self.up == 1 and work and self._kernel_winograd(x, weight):  # float32: the epilogue in its output transform
             x = _kernels.conv3x3_winograd_f32(x, self._winograd(weight, 4), bias, noise, LRELU_GAIN, self.conv_clamp,
                                               LRELU_ALPHA)
@@ -597,9 +638,9 @@ class SynthesisLayer(nn.Module):
             x = F.leaky_relu_(conv3x3_winograd(x, self._winograd(weight, tile), bias, noise, LRELU_GAIN), LRELU_ALPHA)
             noise = None
         elif self.up == 1:
-            if kernels and add is not None:  # the kernel's pass adds the noise: no [B, O, H, W] copy of it
+            if kernels and gained is not None:  # the kernel's pass adds the noise: no [B, O, H, W] copy of it
                 x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=False)
-                return _kernels.epilogue_bf16_(x, self.conv_clamp, True, add[:, :1], out_scale, LRELU_ALPHA)
+                return _kernels.epilogue_bf16_(x, self.conv_clamp, True, gained, out_scale, LRELU_ALPHA)
             x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=act, add=add)
         else:
             o = bias.shape[0]
@@ -609,8 +650,10 @@ class SynthesisLayer(nn.Module):
                 y0 = _conv_act(x, even, None, (1, 1), act=False)  # [B, 2*O, h+1, w+1]: phases (0, b)
                 y1 = _conv_act(x, odd, None, (0, 1), act=False)  # [B, 2*O, h, w+1]: phases (1, b)
                 if kernels:  # interleave, filter, bias, noise, activation, clamp, scale: one pass
-                    return _kernels.upsample_epilogue_bf16(y0, y1, bias, self.conv_clamp,
-                                                           None if add is None else add[:, :1], out_scale, LRELU_ALPHA)
+                    if ("bias32",) not in self._packed_cache:
+                        self._packed_cache["bias32",] = bias.float()
+                    return _kernels.upsample_epilogue_bf16(y0, y1, self._packed_cache["bias32",], self.conv_clamp,
+                                                           gained, out_scale, LRELU_ALPHA)
                 buf = torch.empty([b, o, 2 * h + 3, 2 * w + 3], dtype=x.dtype, memory_format=CHANNELS_LAST)
                 bv = buf.permute(0, 2, 3, 1)  # [B, H, W, O] view of the NHWC memory
                 bv[:, 0].zero_()
@@ -657,18 +700,27 @@ class ToRGB(nn.Module):
 
     def forward(self, x: Tensor, w3: Tensor, ctx: _Context, img: Tensor | None = None) -> Tensor:
         """x [B, C, h, w] -> the block's skip image, float32 [B, 3, h, w]: this layer's RGB plus `img`
-        (the previous block's, [B, 3, h / 2, w / 2]; None for the first block) upsampled."""
+        (the previous block's, [B, 3, h / 2, w / 2]; None for the first block) upsampled.
+
+        The fused CPU path never scales x: the styles at the anchors fold into one weight matrix
+        per anchor, one matmul per element gives every anchor's RGB image, and the per-column
+        weights (SA-AdaIN) blend them."""
         cols = ctx.column_styles(x.shape[2], x.shape[3])
         if ctx.fused:
-            if cols.single:
-                ends = ctx.ends(self, w3, cols)
+            if cols.single:  # a patch: between two anchors
+                b, c, h, w = x.shape
+                wm = ctx.rgb_weights(self, w3, cols, x.dtype)  # [B, C, 6]
+                y = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), wm).view(b, h, w, 6)
                 if ctx.kernels and _kernels.available() and not torch.is_autocast_enabled("cpu"):
                     # the blend, clamp and skip connection in one compiled pass
-                    return _kernels.torgb_skip(self._rgb_ends(x, ends), cols.coef_a, cols.coef_b, self.bias,
-                                               self.conv_clamp, img)
-                y = self._forward_fused(x, ends, cols)
+                    return _kernels.torgb_skip(y, cols.coef_a, cols.coef_b, self.bias, self.conv_clamp, img)
+                y = y.float()
+                ca, cb = cols.coef_a[:, :, :, None], cols.coef_b[:, :, :, None]  # [B, 1, w, 1]
+                y = torch.addcmul(torch.addcmul(self.bias, y[..., :3], ca), y[..., 3:], cb).permute(0, 3, 1, 2)
+                if self.conv_clamp is not None:
+                    y = y.clamp_(-self.conv_clamp, self.conv_clamp)
             else:
-                y = self._forward_fused(x, ctx.styles(self, w3), cols)
+                y = self._forward_strip(x, ctx.styles(self, w3), cols)
         else:
             x = x * cols(self.styles(w3)).to(x.dtype)  # x is still needed by the next block
             y = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))
@@ -678,40 +730,31 @@ class ToRGB(nn.Module):
             y = y.to(torch.float32)
         return y if img is None else upsample2d(img) + y
 
-    def _rgb_ends(self, x: Tensor, ends: tuple[Tensor, Tensor]) -> Tensor:
-        """x [B, C, h, w] (NHWC memory), the styles at the two anchors [B, C] each -> [B, h, w, 6]
-        (x.dtype): each pixel's RGB by the left anchor's styles, then by the right one's."""
-        b, c, h, w = x.shape
+    def rgb_weights(self, ends: tuple[Tensor, Tensor]) -> Tensor:
+        """The styles at two anchors ([B, C] each) folded into the weights: [B, C, 6], the RGB weights
+        of the left anchor, then of the right one."""
         sa, sb = ends
         wt = self.weight[:, :, 0, 0].t()  # [C, 3]
-        wm = torch.cat([wt * sa.unsqueeze(2), wt * sb.unsqueeze(2)], dim=2).to(x.dtype)  # [B, C, 6]
-        return torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), wm).view(b, h, w, 6)
+        return torch.cat([wt * sa.unsqueeze(2), wt * sb.unsqueeze(2)], dim=2)
 
-    def _forward_fused(self, x: Tensor, styles, cols: _ColumnStyles) -> Tensor:
-        """Without touching x: the styles at the anchors fold into one weight matrix per anchor, one
-        matmul per element gives every anchor's RGB image, and the per-column weights blend them.
-        x [B, C, h, w] (NHWC memory) -> [B, 3, h, w] float32 (NHWC memory). `styles`: [B, A, C], or
-        where every element lies between two anchors (`cols.single`) the two ends, [B, C] each."""
+    def _forward_strip(self, x: Tensor, styles: Tensor, cols: _ColumnStyles) -> Tensor:
+        """The fused path for strips across anchors (context rendering), run by run of columns:
+        x [B, C, h, w] (NHWC memory), styles [B, A, C] -> [B, 3, h, w] float32 (NHWC memory)."""
         b, c, h, w = x.shape
         wt = self.weight[:, :, 0, 0].t()  # [C, 3]
-        if cols.single:  # a patch: between two anchors
-            y = self._rgb_ends(x, styles).float()
-            ca, cb = cols.coef_a[:, 0, :, None], cols.coef_b[:, 0, :, None]  # [B, w, 1]
-            y = torch.addcmul(torch.addcmul(self.bias, y[..., :3], ca.unsqueeze(1)), y[..., 3:], cb.unsqueeze(1))
-        else:  # a strip across anchors (context rendering): the same, run by run of columns
-            wm = (styles.transpose(1, 2).unsqueeze(3) * wt[None, :, None, :]).to(x.dtype)  # [B, C, A, 3]
-            xs = x.permute(0, 2, 3, 1)  # [B, h, w, C] view of the NHWC memory
-            y = torch.empty([b, h, w, 3])
-            ca, cb = cols.coef_a[:, 0, :, None], cols.coef_b[:, 0, :, None]  # [B, w, 1]
-            for i, j0, j1, k in cols.runs:
-                wr = wm[i, :, k: k + 2].reshape(c, 6)
-                if x.dtype == torch.float32 or 4 * (j1 - j0) < w:  # [h, n, C] @ [C, 6] from the strided columns
-                    yr = torch.matmul(xs[i, :, j0:j1], wr).view(h, j1 - j0, 2, 3)
-                else:  # strided bfloat16 matmuls are slow: all columns (contiguous), then this run's
-                    yr = torch.matmul(xs[i].reshape(h * w, c), wr).view(h, w, 2, 3)[:, j0:j1]
-                yr = yr.float()  # the blend runs 3x faster on float32 than on bfloat16 mixed with float32
-                torch.addcmul(torch.addcmul(self.bias, yr[..., 0, :], ca[i, j0:j1]), yr[..., 1, :], cb[i, j0:j1],
-                              out=y[i, :, j0:j1])
+        wm = (styles.transpose(1, 2).unsqueeze(3) * wt[None, :, None, :]).to(x.dtype)  # [B, C, A, 3]
+        xs = x.permute(0, 2, 3, 1)  # [B, h, w, C] view of the NHWC memory
+        y = torch.empty([b, h, w, 3])
+        ca, cb = cols.coef_a[:, 0, :, None], cols.coef_b[:, 0, :, None]  # [B, w, 1]
+        for i, j0, j1, k in cols.runs:
+            wr = wm[i, :, k: k + 2].reshape(c, 6)
+            if x.dtype == torch.float32 or 4 * (j1 - j0) < w:  # [h, n, C] @ [C, 6] from the strided columns
+                yr = torch.matmul(xs[i, :, j0:j1], wr).view(h, j1 - j0, 2, 3)
+            else:  # strided bfloat16 matmuls are slow: all columns (contiguous), then this run's
+                yr = torch.matmul(xs[i].reshape(h * w, c), wr).view(h, w, 2, 3)[:, j0:j1]
+            yr = yr.float()  # the blend runs 3x faster on float32 than on bfloat16 mixed with float32
+            torch.addcmul(torch.addcmul(self.bias, yr[..., 0, :], ca[i, j0:j1]), yr[..., 1, :], cb[i, j0:j1],
+                          out=y[i, :, j0:j1])
         y = y.permute(0, 3, 1, 2)  # [B, 3, h, w]
         return y if self.conv_clamp is None else y.clamp_(-self.conv_clamp, self.conv_clamp)
 
@@ -771,13 +814,12 @@ class SynthesisBlock(nn.Module):
                 half = ctx.pos.margin // 2
                 x, img = x[:, :, :, half: x.shape[3] - half], img[:, :, :, half: img.shape[3] - half]
             b, c, h, w = x.shape
-            coords = ctx.coords(self.res, h, w, self.basis, self.use_cosine)
+            coords = ctx.coords(self.res, h, w, self.basis, self.use_cosine, stacked=ctx.fused)
             xc = torch.empty([b, c + coords[0].shape[0], h, w], dtype=x.dtype, device=x.device, memory_format=layout)
             if ctx.fused:  # assemble and modulate in one pass; conv0 scales its output for conv1
                 mod = self.conv0.modulation(ws3[:, 0], ctx, h, w, x.dtype)
                 torch.mul(x, mod[:, :c], out=xc[:, :c])
-                for i, feats in enumerate(coords):
-                    torch.mul(feats, mod[i, c:], out=xc[i, c:])
+                torch.mul(coords, mod[:, c:], out=xc[:, c:])
                 scale = self.conv1.modulation(ws3[:, 1], ctx, 2 * h, 2 * w, x.dtype)
                 x = self.conv1(self.conv0(xc, ws3[:, 0], ctx, True, scale), ws3[:, 1], ctx, premodulated=True)
             else:
@@ -843,16 +885,16 @@ class SynthesisNetwork(nn.Module):
         return self._run(ws3, _Context(self.cfg, pos, ws3.shape[2], ws3.device, dtype, noise_mode, generator,
                                        self.feature_cache, fast))
 
-    def _style_table(self) -> tuple[Tensor, Tensor, dict[int, slice]]:
+    def _style_table(self) -> tuple[Tensor, Tensor, dict[int, slice], tuple[int, Tensor]]:
         """Every affine layer's scaled weights side by side: (weights [w_dim, sum C], biases [1, sum C],
-        id(module) -> its columns); the toRGB layers' weight gain folded in. Cached while the
-        weights are frozen (rebuilt when any changes)."""
-        modules = []
-        for res in self.cfg.block_resolutions:
-            block = getattr(self, f"b{res}")
-            modules += [block.input if res == 4 else block.conv0, block.conv1, block.torgb]
-        key = tuple((_version(m.affine.weight), _version(m.affine.bias)) for m in modules) + (
-            self.b4.conv1.weight.device, torch.is_inference_mode_enabled())
+        id(module) -> its columns, (the first toRGB column, the toRGB weights [sum C_rgb, 3])); the
+        toRGB layers come last, their weight gain folded in. Cached while the weights are frozen
+        (rebuilt when any changes)."""
+        blocks = [getattr(self, f"b{res}") for res in self.cfg.block_resolutions]
+        rgb = [block.torgb for block in blocks]
+        modules = [m for block in blocks for m in (block.input if block.res == 4 else block.conv0, block.conv1)] + rgb
+        key = tuple((_version(m.affine.weight), _version(m.affine.bias)) for m in modules) + tuple(
+            _version(m.weight) for m in rgb) + (self.b4.conv1.weight.device, torch.is_inference_mode_enabled())
         if self._table.get("key") != key:
             ws, bs, slices, start = [], [], {}, 0
             for m in modules:
@@ -862,14 +904,16 @@ class SynthesisNetwork(nn.Module):
                 bs.append(b * gain if gain != 1 else b)
                 slices[id(m)] = slice(start, start + wt.shape[1])
                 start += wt.shape[1]
-            self._table.update(key=key, value=(torch.cat(ws, dim=1), torch.cat(bs, dim=1), slices))
+            rgb_weight = torch.cat([m.weight[:, :, 0, 0].t() for m in rgb]).float()  # [sum C_rgb, 3]
+            self._table.update(key=key, value=(torch.cat(ws, dim=1), torch.cat(bs, dim=1), slices,
+                                               (slices[id(rgb[0])].start, rgb_weight)))
         return self._table["value"]
 
     def _run(self, ws3: Tensor, ctx: _Context) -> Tensor:
         if ctx.fused and torch.equal(ws3, ws3[:, :1].expand_as(ws3)):
             # every layer has the same anchors (a frame or panorama of [N, w_dim] latents): all the
             # styles by one matrix product instead of one per layer
-            wt, b, ctx.table_slices = self._style_table()
+            wt, b, ctx.table_slices, ctx.table_rgb = self._style_table()
             ctx.table = torch.addmm(b, ws3[:, 0].reshape(-1, ws3.shape[-1]), wt).view(ws3.shape[0], ws3.shape[2], -1)
         x = img = None
         for i, res in enumerate(self.cfg.block_resolutions):

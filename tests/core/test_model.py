@@ -283,13 +283,16 @@ def test_style_table_equals_every_layers_own_affine(tiny_G):
     syn = tiny_G.synthesis
     w = torch.randn(5, tiny_G.w_dim, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        wt, b, slices = syn._style_table()
+        wt, b, slices, (rgb_start, rgb_weight) = syn._style_table()
         table = torch.addmm(b, w, wt)
         layers = [m for m in syn.modules() if hasattr(m, "affine")]
         assert len(layers) == len(slices) == 3 * len(tiny_G.config.block_resolutions)
         for m in layers:
             own = m.styles(w[None])[0]
             assert (table[:, slices[id(m)]] - own).abs().max() <= 1e-5 * own.abs().max()
+        rgb = [m for m in layers if hasattr(m, "weight_gain")]
+        assert rgb_start == min(slices[id(m)].start for m in rgb)  # the toRGB layers' columns last
+        assert torch.equal(rgb_weight, torch.cat([m.weight[:, :, 0, 0].t() for m in rgb]))
         assert syn._style_table()[0] is wt  # cached while the weights stay
     G = copy.deepcopy(tiny_G)
     a = alis_core.sample_anchors(G, 3, seed=3)
