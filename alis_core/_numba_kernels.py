@@ -60,14 +60,16 @@ def _act_clamp(f, s, lo, hi):
 
 
 @njit(parallel=True, cache=True, boundscheck=False)
-def epilogue_bf16(v, rows, width, channels, noise, scale, slope, lo, hi):
+def epilogue_bf16(v, rows, width, channels, noise, scale, slope, lo, hi, batch, out2, scale2, channels2):
     """In place on v, the uint16 bits of a bfloat16 [rows, width, channels] tensor (NHWC, rows =
     batch x height): (+ noise[row, column], rounded), leaky ReLU with `slope` (1: none), clamp to
     [lo, hi], then (* scale[image, column, channel], rounded). `noise` [rows * width] and `scale`
     [batch * width * channels] may be empty (then skipped); images have rows // batch rows.
-    Each case has its own branch-free inner loop over channels, which LLVM vectorises."""
-    has_noise, has_scale = noise.shape[0] > 0, scale.shape[0] > 0
-    per_image = rows // (scale.shape[0] // (width * channels)) if has_scale else rows
+    Each case has its own branch-free inner loop over channels, which LLVM vectorises.
+    out2 (bits of [rows, width, channels2], channels2 >= channels; may be empty): also receives
+    the result times scale2 (bits of [batch, width, channels2]) in its first `channels` channels."""
+    has_noise, has_scale, has_out2 = noise.shape[0] > 0, scale.shape[0] > 0, out2.shape[0] > 0
+    per_image = rows // batch
     s, lo, hi = np.float32(slope), np.float32(lo), np.float32(hi)
     for r in prange(rows):
         image = r // per_image
@@ -75,6 +77,9 @@ def epilogue_bf16(v, rows, width, channels, noise, scale, slope, lo, hi):
             p = (r * width + j) * channels
             q = (image * width + j) * channels
             x = v[p: p + channels]
+            if has_out2:
+                o2 = out2[(r * width + j) * channels2:][:channels]
+                m2 = scale2[(image * width + j) * channels2:][:channels]
             m = scale[q: q + channels] if has_scale else scale
             if has_noise:
                 n = _widen(noise[r * width + j])
@@ -92,6 +97,9 @@ def epilogue_bf16(v, rows, width, channels, noise, scale, slope, lo, hi):
             else:
                 for k in range(channels):
                     x[k] = _narrow(_act_clamp(_widen(x[k]), s, lo, hi))
+            if has_out2:
+                for k in range(channels):
+                    o2[k] = _narrow(_widen(x[k]) * _widen(m2[k]))
 
 
 @njit(parallel=True, cache=True, boundscheck=False)

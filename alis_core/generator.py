@@ -290,6 +290,7 @@ class _Context:
         self.table_rgb: tuple[int, Tensor] | None = None  # where the toRGB layers' columns start, their weights
         self._ends: dict[bytes, tuple[Tensor, Tensor]] = {}
         self._rgb: dict = {}
+        self.next_input: "_NextInput | None" = None  # a block's input, assembled by the block before it
 
     def margin(self, res: int, width: int) -> int:
         """Context columns on each side of activations `width` columns wide at resolution `res`."""
@@ -428,6 +429,18 @@ class _Context:
         return n * gain if gain != 1 else n
 
 
+@dataclass
+class _NextInput:
+    """A block's input assembled by the block before it (fused path): `buffer` [B, C + D, h, w]
+    (channels-last) holds the modulated coordinate features in its last D channels, and its first C
+    receive the previous block's output times `scale`'s first C channels ([B, C + D, 1, w]: the
+    conv0 modulation) as that output is computed."""
+
+    buffer: Tensor
+    scale: Tensor
+    written: bool = False
+
+
 class SynthesisLayer(nn.Module):
     """Modulated 3x3 convolution with SA-AdaIN styles, per patch, demodulated by weights only."""
 
@@ -492,21 +505,27 @@ class SynthesisLayer(nn.Module):
         return ctx.modulation(self, w3, res, width, dtype)
 
     def forward(self, x: Tensor, w3: Tensor, ctx: _Context, premodulated: bool = False,
-                out_scale: Tensor | None = None) -> Tensor:
+                out_scale: Tensor | None = None, also: "_NextInput | None" = None) -> Tensor:
         """x [B, I, h, pw], w3 [B, 3, w_dim] -> [B, O, h * up, pw * up]. Overwrites x when
         gradients are off (x is never needed again). `premodulated`: the caller already scaled x
         by `modulation` (the fused path assembles and scales a block's input in one pass).
         `out_scale` (fused path only): the next layer's modulation, applied to the output (in the
-        same pass as the activation where the compiled kernels run)."""
+        same pass as the activation where the compiled kernels run). `also` (fused path only): the
+        next block's input buffer, whose first O channels receive the output times their scale
+        (in the activation's pass where the compiled kernels run)."""
         ip = ctx.inplace
         if not premodulated:
             mod = self.modulation(w3, ctx, x.shape[2], x.shape[3], x.dtype)
             x = x.mul_(mod) if ip else x * mod
         weight, bias, demod = self.prepared_weights(x.dtype, ctx.fast)
         if ctx.fused:
-            return self._forward_fused(x, weight, bias, ctx, out_scale)
-        if out_scale is not None:
-            raise ValueError("out_scale is for the fused CPU path only")
+            x = self._forward_fused(x, weight, bias, ctx, out_scale, also)
+            if also is not None and not also.written:
+                o = x.shape[1]
+                torch.mul(x, also.scale[:, :o], out=also.buffer[:, :o])
+            return x
+        if out_scale is not None or also is not None:
+            raise ValueError("out_scale and also are for the fused CPU path only")
         if self.up == 2:
             x = conv_up2_polyphase(x, weight) if weight.shape[2] == 2 else conv_transpose3x3_up2(x, weight)
         else:
@@ -609,8 +628,17 @@ class SynthesisLayer(nn.Module):
                 out[:, ky: ky + 2 * h: 2, kx: kx + 2 * w: 2] += y[:, :, :, ky, kx]
         return out.permute(0, 3, 1, 2)
 
+    def _epilogue(self, x: Tensor, act: bool, noise: Tensor | None, out_scale: Tensor | None,
+                  also: "_NextInput | None") -> Tensor:
+        """The compiled bfloat16 epilogue (`kernels.epilogue_bf16_`), writing `also` in the same pass."""
+        if also is None:
+            return _kernels.epilogue_bf16_(x, self.conv_clamp, act, noise, out_scale, LRELU_ALPHA)
+        x = _kernels.epilogue_bf16_(x, self.conv_clamp, act, noise, out_scale, LRELU_ALPHA, (also.buffer, also.scale))
+        also.written = True
+        return x
+
     def _forward_fused(self, x: Tensor, weight: Tensor, bias: Tensor, ctx: _Context,
-                       out_scale: Tensor | None = None) -> Tensor:
+                       out_scale: Tensor | None = None, also: "_NextInput | None" = None) -> Tensor:
         """The fast path on the CPU without gradients: bias and leaky ReLU run inside the oneDNN
         convolution (inside the low-pass filter's convolution for the upsampling layers). Models
         of KERNEL_MIN_WORK and more use the compiled kernels where numba is installed
@@ -640,7 +668,7 @@ class SynthesisLayer(nn.Module):
         elif self.up == 1:
             if kernels and gained is not None:  # the kernel's pass adds the noise: no [B, O, H, W] copy of it
                 x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=False)
-                return _kernels.epilogue_bf16_(x, self.conv_clamp, True, gained, out_scale, LRELU_ALPHA)
+                return self._epilogue(x, True, gained, out_scale, also)
             x = _conv_act(x, self._packed(weight, x.shape), bias, 1, act=act, add=add)
         else:
             o = bias.shape[0]
@@ -675,7 +703,7 @@ class SynthesisLayer(nn.Module):
                 y = self._conv_transpose_small(x, weight) if small else F.conv_transpose2d(x, weight, stride=2)
                 x = _conv_act(y, filt, bias, 1, groups=o, act=act, add=add)
         if kernels and _kernels.enabled_for(x):  # the activation (unless fused), clamp and scale: one pass
-            return _kernels.epilogue_bf16_(x, self.conv_clamp, not act, None, out_scale, LRELU_ALPHA)
+            return self._epilogue(x, not act, None, out_scale, also)
         if noise is not None or add is not None:  # the activation was not fused into the convolution
             x = _leaky_clamp_(x, self.conv_clamp, noise)
         elif self.conv_clamp is not None:
@@ -804,30 +832,54 @@ class SynthesisBlock(nn.Module):
         self.conv1 = SynthesisLayer(conv1_in, out_ch, cfg.w_dim, res, 1, cfg.conv_clamp)
         self.torgb = ToRGB(out_ch, cfg.img_channels, cfg.w_dim, cfg.conv_clamp)
 
-    def forward(self, x: Tensor | None, img: Tensor | None, ws3: Tensor, ctx: _Context):
-        """ws3 [B, 3 layers, A anchors, w_dim] -> (x, img)."""
+    def forward(self, x: Tensor | None, img: Tensor | None, ws3: Tensor, ctx: _Context,
+                nxt: "SynthesisBlock | None" = None, ws_nxt: Tensor | None = None):
+        """ws3 [B, 3 layers, A anchors, w_dim] -> (x, img). `nxt` (fused path, no context columns):
+        the next block, whose input (`input_buffer`, with ws_nxt [B, A, w_dim], its conv0's anchors)
+        this block's last layer fills as it computes its output (handed over in ctx.next_input)."""
         layout = CHANNELS_LAST if ctx.fast else torch.contiguous_format  # NHWC: fastest convolutions
+        also = None
         if self.res == 4:
-            x = self.conv1(self.input(ws3[:, 0], ctx).to(ctx.dtype).contiguous(memory_format=layout), ws3[:, 1], ctx)
+            x = self.input(ws3[:, 0], ctx).to(ctx.dtype).contiguous(memory_format=layout)
+            if nxt is not None:
+                also = nxt.input_buffer(ws_nxt, ctx, (x.shape[0], self.conv1.bias.shape[0]) + x.shape[2:], x.dtype)
+            x = self.conv1(x, ws3[:, 1], ctx, also=also)
         else:
             if ctx.pos.margin:  # the upsampling doubles the context columns: keep half of them
                 half = ctx.pos.margin // 2
                 x, img = x[:, :, :, half: x.shape[3] - half], img[:, :, :, half: img.shape[3] - half]
             b, c, h, w = x.shape
-            coords = ctx.coords(self.res, h, w, self.basis, self.use_cosine, stacked=ctx.fused)
-            xc = torch.empty([b, c + coords[0].shape[0], h, w], dtype=x.dtype, device=x.device, memory_format=layout)
             if ctx.fused:  # assemble and modulate in one pass; conv0 scales its output for conv1
-                mod = self.conv0.modulation(ws3[:, 0], ctx, h, w, x.dtype)
-                torch.mul(x, mod[:, :c], out=xc[:, :c])
-                torch.mul(coords, mod[:, c:], out=xc[:, c:])
+                prepared, ctx.next_input = ctx.next_input, None
+                if prepared is None:
+                    prepared = self.input_buffer(ws3[:, 0], ctx, x.shape, x.dtype)
+                    torch.mul(x, prepared.scale[:, :c], out=prepared.buffer[:, :c])
                 scale = self.conv1.modulation(ws3[:, 1], ctx, 2 * h, 2 * w, x.dtype)
-                x = self.conv1(self.conv0(xc, ws3[:, 0], ctx, True, scale), ws3[:, 1], ctx, premodulated=True)
+                x = self.conv0(prepared.buffer, ws3[:, 0], ctx, True, scale)
+                if nxt is not None:
+                    also = nxt.input_buffer(ws_nxt, ctx, x.shape, x.dtype)
+                x = self.conv1(x, ws3[:, 1], ctx, premodulated=True, also=also)
             else:
+                coords = ctx.coords(self.res, h, w, self.basis, self.use_cosine)
+                xc = torch.empty([b, c + coords[0].shape[0], h, w], dtype=x.dtype, device=x.device,
+                                 memory_format=layout)
                 xc[:, :c] = x
                 for i, feats in enumerate(coords):  # straight from the cache, no intermediate stack
                     xc[i, c:] = feats
                 x = self.conv1(self.conv0(xc, ws3[:, 0], ctx), ws3[:, 1], ctx)
+        ctx.next_input = also
         return x, self.torgb(x, ws3[:, 2], ctx, img)
+
+    def input_buffer(self, ws0: Tensor, ctx: _Context, shape, dtype) -> _NextInput:
+        """This block's conv0 input for the previous block's output of `shape` [B, C, h, w] (fused
+        path): a [B, C + D, h, w] buffer with the modulated coordinate features written into its
+        last D channels, and the conv0 modulation [B, C + D, 1, w] for the first C."""
+        b, c, h, w = shape
+        coords = ctx.coords(self.res, h, w, self.basis, self.use_cosine, stacked=True)
+        buf = torch.empty([b, c + coords.shape[1], h, w], dtype=dtype, device=coords.device, memory_format=CHANNELS_LAST)
+        mod = self.conv0.modulation(ws0, ctx, h, w, dtype)
+        torch.mul(coords, mod[:, c:], out=buf[:, c:])
+        return _NextInput(buf, mod)
 
 
 class SynthesisNetwork(nn.Module):
@@ -914,10 +966,16 @@ class SynthesisNetwork(nn.Module):
             # every layer has the same anchors (a frame or panorama of [N, w_dim] latents): all the
             # styles by one matrix product instead of one per layer
             wt, b, ctx.table_slices, ctx.table_rgb = self._style_table()
-            ctx.table = torch.addmm(b, ws3[:, 0].reshape(-1, ws3.shape[-1]), wt).view(ws3.shape[0], ws3.shape[2], -1)
+            n, a, w_dim = ws3.shape[0], ws3.shape[2], ws3.shape[3]
+            # a frame's patches share their anchors: one element's rows (the product reads 16+ MB of weights)
+            w = ws3[:1, 0] if n > 1 and torch.equal(ws3[1:, 0], ws3[:1, 0].expand(n - 1, a, w_dim)) else ws3[:, 0]
+            ctx.table = torch.addmm(b, w.reshape(-1, w_dim), wt).view(w.shape[0], a, -1).expand(n, a, -1)
         x = img = None
-        for i, res in enumerate(self.cfg.block_resolutions):
-            x, img = getattr(self, f"b{res}")(x, img, ws3[:, 2 * i: 2 * i + 3], ctx)
+        blocks = [getattr(self, f"b{res}") for res in self.cfg.block_resolutions]
+        for i, block in enumerate(blocks):
+            # the fused path assembles each block's input as the block before computes it
+            nxt = blocks[i + 1] if ctx.fused and not ctx.pos.margin and i + 1 < len(blocks) else None
+            x, img = block(x, img, ws3[:, 2 * i: 2 * i + 3], ctx, nxt, None if nxt is None else ws3[:, 2 * i + 2])
         m = ctx.pos.margin
         return img[:, :, :, m: img.shape[3] - m] if m else img
 

@@ -162,17 +162,29 @@ def _limit(clamp: float | None) -> float:
 
 
 def epilogue_bf16_(x: Tensor, clamp: float | None, act: bool = True, noise: Tensor | None = None,
-                   scale: Tensor | None = None, slope: float = 0.2) -> Tensor:
+                   scale: Tensor | None = None, slope: float = 0.2, also: tuple[Tensor, Tensor] | None = None) -> Tensor:
     """In place on x [B, C, H, W] (bfloat16, channels-last memory), bit for bit as the PyTorch
     operations `x.add_(noise)` (noise [B or 1, 1, H, W]), `F.leaky_relu_(x, slope)` (if act),
     `x.clamp_(-clamp, clamp)` and `x.mul_(scale)` (scale [B, C, 1, W], an SA-AdaIN modulation)
-    compute it, in one pass. Returns x."""
+    compute it, in one pass. Returns x. `also` (buffer [B, C2, H, W], scale2 [B, C2, 1, W], both
+    bfloat16 in channels-last memory, C2 >= C): the same pass also writes
+    `torch.mul(x, scale2[:, :C], out=buffer[:, :C])` (the next block's modulated input)."""
     impl = _load()
     b, c, h, w = x.shape
     nz, sc = _per_pixel(noise, b, h, w), _per_column(scale, b, c, w)
+    out2, scale2, c2 = _NONE, _NONE, c
+    if also is not None:
+        buf, s2 = also
+        c2 = buf.shape[1]
+        if tuple(buf.shape) != (b, c2, h, w) or c2 < c or tuple(s2.shape) != (b, c2, 1, w):
+            raise ValueError(f"also must be a buffer [{b}, >= {c}, {h}, {w}] and its scale [{b}, C2, 1, {w}], got "
+                             f"{list(buf.shape)} and {list(s2.shape)}")
+        if not (buf.is_contiguous(memory_format=torch.channels_last) and s2.is_contiguous(memory_format=torch.channels_last)):
+            raise ValueError("also: the buffer and its scale must be in channels-last memory")
+        out2, scale2 = _flat(buf), _flat(s2)
     lim, args = _limit(clamp), (_flat(x), b * h, w, c, _flat(nz), _flat(sc))  # (refusals before the call)
     with _threads():
-        impl.epilogue_bf16(*args, slope if act else 1.0, -lim, lim)
+        impl.epilogue_bf16(*args, slope if act else 1.0, -lim, lim, b, out2, scale2, c2)
     return x
 
 

@@ -57,6 +57,26 @@ def test_epilogue_equals_the_pytorch_operations_bit_for_bit(act, clamp, noise, s
         assert not _same_bits(x, ref)  # there was something to do
 
 
+@pytest.mark.parametrize("noise", [None, "shared"])
+def test_epilogue_also_writes_the_next_blocks_modulated_input(noise):
+    """`also`: the same pass writes the result times the next block's modulation into the first
+    channels of its input buffer (bit for bit `torch.mul`), leaving the other channels alone."""
+    g = torch.Generator().manual_seed(1)
+    b, c, d, h, w = 2, 16, 5, 4, 6
+    x = _bf16_nhwc(3 * torch.randn(b, c, h, w, generator=g))
+    nz = None if noise is None else torch.randn(1, 1, h, w, generator=g).to(BF16)
+    buf = _bf16_nhwc(torch.full((b, c + d, h, w), 7.0))
+    mod = _bf16_nhwc(torch.randn(b, c + d, 1, w, generator=g))
+    ref = kernels.epilogue_bf16_(x.clone(), 1.0, True, nz)
+    out = kernels.epilogue_bf16_(x, 1.0, True, nz, also=(buf, mod))
+    assert _same_bits(out, ref)
+    assert _same_bits(buf[:, :c], torch.mul(ref, mod[:, :c])) and (buf[:, c:] == 7).all()
+    with pytest.raises(ValueError, match="also must be"):
+        kernels.epilogue_bf16_(x, 1.0, also=(buf[:, :c - 1].contiguous(memory_format=CHANNELS_LAST), mod))
+    with pytest.raises(ValueError, match="channels-last"):
+        kernels.epilogue_bf16_(x, 1.0, also=(buf.contiguous(), mod))
+
+
 def _interleave_reference(even, odd, bias, clamp, noise, scale):
     """The upsampling layer's second half in float64 from the same bfloat16 phases."""
     b, c2, h1, w1 = even.shape
