@@ -304,6 +304,30 @@ def test_style_table_equals_every_layers_own_affine(tiny_G):
     assert G.synthesis._table and (fused - exact).abs().max() <= 1e-5 * exact.abs().max()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_path_with_per_layer_styles(tiny_G, dtype, monkeypatch, bf16_path):
+    """Style mixing (other anchors from some layer on): no shared style table, each layer's own
+    affine, through the fused path and (bfloat16) the compiled kernels; against the exact path."""
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(3, 2, tiny_G.w_dim, generator=g)
+    mixed = [x.unsqueeze(1).repeat(1, tiny_G.num_ws, 1) for x in w]
+    for m in mixed:
+        m[:, 5:] += 0.5 * torch.randn(m[:, 5:].shape, generator=g)
+    lb = torch.tensor([0, 3])
+    G = copy.deepcopy(tiny_G)
+    exact = G.frame(*mixed, lb, noise_mode="const")
+    G.fast, G.compute_dtype = True, dtype
+    with torch.no_grad():
+        fused = G.frame(*mixed, lb, noise_mode="const")
+        shared = G.frame(*(m[:, :1].expand_as(m) for m in mixed), lb, noise_mode="const")
+    scale = exact.abs().max()
+    if dtype == torch.float32:
+        assert (fused - exact).abs().max() <= 1e-5 * scale
+    else:
+        assert (fused - exact).abs().max() <= 0.1 * scale and (fused - exact).abs().mean() <= 0.01 * scale
+    assert (shared - fused).abs().max() > 1e-2 * scale  # the mixed layers mattered
+
+
 def test_polyphase_upsampling_equals_transposed_convolution():
     from alis_core.layers import conv_transpose3x3_up2, conv_up2_polyphase, polyphase_weight
     g = torch.Generator().manual_seed(0)
