@@ -288,7 +288,7 @@ class _Context:
         self.table: Tensor | None = None  # [B, A, sum of channels]
         self.table_slices: dict[int, slice] = {}  # id(module) -> its columns
         self.table_rgb: tuple[int, Tensor] | None = None  # where the toRGB layers' columns start, their weights
-        self._ends: dict[bytes, tuple[Tensor, Tensor]] = {}
+        self._ends: dict[bytes, tuple[Tensor, Tensor, Tensor, Tensor]] = {}
         self._rgb: dict = {}
         self.next_input: "_NextInput | None" = None  # a block's input, assembled by the block before it
 
@@ -312,15 +312,9 @@ class _Context:
         sl = self.table_slices.get(id(module))
         return module.styles(w3) if sl is None else self.table[:, :, sl]
 
-    def ends(self, module: nn.Module, w3: Tensor, cols: _ColumnStyles) -> tuple[Tensor, Tensor]:
-        """The two anchor styles, [B, C] each, between which every element of `cols` lies (`single`)."""
-        sl = self.table_slices.get(id(module))
-        if sl is None:
-            return cols.ends(module.styles(w3))
-        sa, sb = self._table_ends(cols)[:2]
-        return sa[:, sl], sb[:, sl]
-
-    def _table_ends(self, cols: _ColumnStyles) -> tuple[Tensor, Tensor]:
+    def _table_ends(self, cols: _ColumnStyles) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The table's rows at each element's two anchors (`cols.single`): [B, sum C] each, then the
+        same as [B, 1, sum C]."""
         key = cols.k_key  # every resolution of a patch lies between the same anchors: index the table once
         if key not in self._ends:
             sa, sb = cols.ends(self.table)  # [B, sum C] each
@@ -739,7 +733,8 @@ class ToRGB(nn.Module):
                 b, c, h, w = x.shape
                 wm = ctx.rgb_weights(self, w3, cols, x.dtype)  # [B, C, 6]
                 y = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), wm).view(b, h, w, 6)
-                if ctx.kernels and _kernels.available() and not torch.is_autocast_enabled("cpu"):
+                if (ctx.kernels and x.dtype in (torch.bfloat16, torch.float32) and _kernels.available()
+                        and not torch.is_autocast_enabled("cpu")):
                     # the blend, clamp and skip connection in one compiled pass
                     return _kernels.torgb_skip(y, cols.coef_a, cols.coef_b, self.bias, self.conv_clamp, img)
                 y = y.float()
@@ -950,7 +945,7 @@ class SynthesisNetwork(nn.Module):
         if self._table.get("key") != key:
             ws, bs, slices, start = [], [], {}, 0
             for m in modules:
-                wt, b = m.affine.scaled(torch.float32)
+                wt, b = m.affine.scaled(torch.float32, keep=False)  # (the table is the copy kept)
                 gain = getattr(m, "weight_gain", 1.0)
                 ws.append(wt * gain if gain != 1 else wt)
                 bs.append(b * gain if gain != 1 else b)

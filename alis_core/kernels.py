@@ -171,6 +171,8 @@ def epilogue_bf16_(x: Tensor, clamp: float | None, act: bool = True, noise: Tens
     `torch.mul(x, scale2[:, :C], out=buffer[:, :C])` (the next block's modulated input)."""
     impl = _load()
     b, c, h, w = x.shape
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        raise ValueError(f"x must be in channels-last memory, got strides {x.stride()}")
     nz, sc = _per_pixel(noise, b, h, w), _per_column(scale, b, c, w)
     out2, scale2, c2 = _NONE, _NONE, c
     if also is not None:
@@ -201,6 +203,8 @@ def upsample_epilogue_bf16(even: Tensor, odd: Tensor, bias: Tensor, clamp: float
     c, w = c2 // 2, w1 - 1
     if tuple(even.shape) != (b, c2, h + 1, w1):
         raise ValueError(f"even must be [{b}, {c2}, {h + 1}, {w1}] beside odd {list(odd.shape)}, got {list(even.shape)}")
+    if not (even.is_contiguous(memory_format=torch.channels_last) and odd.is_contiguous(memory_format=torch.channels_last)):
+        raise ValueError("even and odd must be in channels-last memory")
     out = torch.empty([b, c, 2 * h, 2 * w], dtype=torch.bfloat16, memory_format=torch.channels_last)
     nz, sc, bs = _per_pixel(noise, b, 2 * h, 2 * w), _per_column(scale, b, c, 2 * w), _f32(bias)
     lim, args = _limit(clamp), (_flat(even), _flat(odd), _flat(out), b, h, w, c, _flat(bs, F32), _flat(nz), _flat(sc))
@@ -315,6 +319,9 @@ def torgb_skip(y6: Tensor, coef_a: Tensor, coef_b: Tensor, bias: Tensor, clamp: 
     b, h, w, six = y6.shape
     if six != 6 or y6.dtype not in (torch.bfloat16, torch.float32) or not y6.is_contiguous():
         raise ValueError(f"y6 must be dense bfloat16 or float32 [B, h, w, 6], got {y6.dtype} {list(y6.shape)}")
+    if tuple(coef_a.shape) != (b, 1, w) or tuple(coef_b.shape) != (b, 1, w) or bias.numel() != 3:
+        raise ValueError(f"coef_a and coef_b must be [{b}, 1, {w}] and bias 3 values, got {list(coef_a.shape)}, "
+                         f"{list(coef_b.shape)} and {list(bias.shape)}")
     if prev is not None and (tuple(prev.shape) != (b, 3, h // 2, w // 2) or h % 2 or w % 2):
         raise ValueError(f"prev must be [{b}, 3, {h // 2}, {w // 2}] for a [{b}, 3, {h}, {w}] image, "
                          f"got {list(prev.shape)}")

@@ -239,10 +239,13 @@ def coord_features(basis: Tensor, x: np.ndarray, y: np.ndarray, use_cosine: bool
 # ---------------------------------------------------------------------------------------------
 # Modules
 
-def _version(t: Tensor) -> int:
-    """In-place update counter of a tensor; inference tensors (made under inference_mode, as in
-    ComfyUI) cannot change, so they have none."""
-    return 0 if t.is_inference() else t._version
+def _version(t: Tensor) -> tuple[int, int]:
+    """What caches derived from a tensor are keyed by: its memory (a tensor swapped in, as by
+    `load_state_dict(..., assign=True)`, has other memory) and its in-place update counter
+    (inference tensors, made under inference_mode as in ComfyUI, cannot change: they have none).
+    Writes through `.data` bump no counter: models that are changed that way need `G.to()` (which
+    empties the caches) afterwards."""
+    return t.data_ptr(), 0 if t.is_inference() else t._version
 
 
 class FullyConnected(nn.Module):
@@ -258,10 +261,11 @@ class FullyConnected(nn.Module):
         self.bias_gain = lr_multiplier
         self._scaled: tuple | None = None
 
-    def scaled(self, dtype) -> tuple[Tensor, Tensor]:
+    def scaled(self, dtype, keep: bool = True) -> tuple[Tensor, Tensor]:
         """(weight^T, bias [1, out]) with the learning-rate gains applied: cached while the
-        weights are frozen (inference scales them once, not on every call)."""
-        frozen = not (self.weight.requires_grad and torch.is_grad_enabled())
+        weights are frozen (inference scales them once, not on every call). `keep` False: not
+        cached (for a caller that keeps its own copy)."""
+        frozen = keep and not (self.weight.requires_grad and torch.is_grad_enabled())
         key = (dtype, self.weight.device, _version(self.weight), _version(self.bias),
                torch.is_inference_mode_enabled())
         if frozen and self._scaled is not None and self._scaled[0] == key:

@@ -156,9 +156,17 @@ def test_environment_switch_and_refusals(monkeypatch):
         kernels.upsample_epilogue_bf16(_bf16_nhwc(torch.zeros(1, 4, 2, 3)), _bf16_nhwc(torch.zeros(1, 4, 2, 3)),
                                        torch.zeros(2), None)
     with pytest.raises(ValueError, match="dense"):
-        kernels.epilogue_bf16_(torch.zeros(1, 2, 3, 8, dtype=BF16)[..., ::2], 1.0)
+        kernels._flat(torch.zeros(4, 8, dtype=BF16)[:, ::2])
+    with pytest.raises(ValueError, match="channels-last"):
+        kernels.epilogue_bf16_(torch.zeros(1, 2, 3, 4, dtype=BF16), 1.0)
+    with pytest.raises(ValueError, match="channels-last"):
+        kernels.upsample_epilogue_bf16(torch.zeros(1, 4, 3, 3, dtype=BF16), torch.zeros(1, 4, 2, 3, dtype=BF16),
+                                       torch.zeros(2), None)
     with pytest.raises(ValueError, match="y6 must be"):
         kernels.torgb_skip(torch.zeros(1, 2, 2, 3), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3), None,
+                           None)
+    with pytest.raises(ValueError, match="coef_a and coef_b must be"):
+        kernels.torgb_skip(torch.zeros(4, 2, 8, 6), torch.ones(1, 1, 8), torch.zeros(1, 1, 8), torch.zeros(3), None,
                            None)
     with pytest.raises(ValueError, match="prev must be"):
         kernels.torgb_skip(torch.zeros(1, 2, 2, 6), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3), None,
@@ -281,6 +289,20 @@ def test_float32_frames_with_kernels_match_the_pytorch_path(tiny_G, monkeypatch)
     for small_deconv in (10 ** 9, 0):
         a, b = frames["kernels", small_deconv], frames["pytorch", small_deconv]
         assert (a - b).abs().max() <= 1e-5 * b.abs().max()
+
+
+def test_float16_frames_take_the_pytorch_path_beside_the_kernels(tiny_G, monkeypatch):
+    """The kernels take bfloat16 and float32 only: a float16 model of their size renders through
+    the PyTorch operations (to float16 precision of the float32 frame)."""
+    monkeypatch.setattr(alis_core.generator, "KERNEL_MIN_WORK", 0)
+    G = copy.deepcopy(tiny_G).requires_grad_(False)
+    G.fast = True
+    w = alis_core.sample_anchors(G, 3, seed=2)
+    with torch.no_grad():
+        ref = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]))
+        G.compute_dtype = torch.float16
+        out = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]))
+    assert (out - ref).abs().max() <= 0.02 * ref.abs().max()
 
 
 def test_warm_up_loads_every_kernel(monkeypatch):

@@ -256,6 +256,23 @@ def test_cached_weights_noise_and_styles_follow_weight_updates(fast):
     assert G.synthesis.b16.conv1.noise_strength.grad is not None
 
 
+@pytest.mark.parametrize("fast", [False, True])
+def test_weights_swapped_in_reach_the_pixels(fast):
+    """`load_state_dict(..., assign=True)` puts new tensors in place of the old (no in-place update,
+    version counters as fresh as the old ones'): nothing cached from the old weights may stay."""
+    G, other = make_tiny(8), make_tiny(9)
+    G.fast = fast
+    w = alis_core.sample_anchors(G, 3, seed=1)
+    lb = torch.tensor([1])
+    with torch.no_grad():
+        before = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
+        G.load_state_dict(other.state_dict(), assign=True)
+        after = G.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
+        other.fast = fast
+        ref = other.frame(w[:1], w[1:2], w[2:], lb, noise_mode="const")
+    assert (after - before).abs().max() > 1e-3 and torch.equal(after, ref)
+
+
 def test_moving_the_generator_drops_its_caches():
     """Hosts move models between devices between runs (ComfyUI offloads them): nothing derived from
     the weights may stay behind holding the old device's memory, and the pixels stay the same."""
