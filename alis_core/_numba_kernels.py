@@ -405,20 +405,22 @@ def upsample_epilogue_f32(y, out, batch, h, w, channels, bias, noise, gain, scal
 
 
 @njit(parallel=True, cache=True, boundscheck=False)
-def torgb_skip(y, coef_a, coef_b, bias, lo, hi, prev, out, batch, h, w):
-    """A block's skip image in one pass: y [B, h, w, 6] (flat; bfloat16 bits or float32): each pixel's
-    RGB by its left anchor's styles, then by its right one's; coef_a, coef_b float32 [B * w]: the
-    column weights of the two (SA-AdaIN); bias float32 [3]. out (float32 [B, h, w, 3], flat) =
-    clamp(bias + y[..., :3] * coef_a + y[..., 3:] * coef_b, lo, hi) + prev upsampled 2x with the
-    [1,3,3,1] filter (gain 4, zero outside; `layers.upsample2d`), prev float32 [B, h/2, w/2, 3]
+def torgb_skip(y, anchors, left, coef_a, coef_b, bias, lo, hi, prev, out, batch, h, w):
+    """A block's skip image in one pass: y [B, h, w, 3 * anchors] (flat; bfloat16 bits or float32):
+    each pixel's RGB by every anchor's styles; left (int64 [B * w], or empty: all 0) the anchor on
+    each column's left; coef_a, coef_b float32 [B * w]: the column weights of that anchor and the
+    next (SA-AdaIN); bias float32 [3]. out (float32 [B, h, w, 3], flat) =
+    clamp(bias + y[..., left] * coef_a + y[..., left + 1] * coef_b, lo, hi) + prev upsampled 2x with
+    the [1,3,3,1] filter (gain 4, zero outside; `layers.upsample2d`), prev float32 [B, h/2, w/2, 3]
     (flat) or empty (the first block). One task per output row."""
-    has_prev = prev.shape[0] > 0
+    has_prev, has_left = prev.shape[0] > 0, left.shape[0] > 0
+    n = 3 * anchors
     hp, wp = h // 2, w // 2
     q, t = np.float32(0.25), np.float32(0.75)
     lo, hi = np.float32(lo), np.float32(hi)
     for r in prange(batch * h):
         image, i = r // h, r % h
-        src = y[r * w * 6:][:w * 6]
+        src = y[r * w * n:][:w * n]
         dst = out[r * w * 3:][:w * 3]
         ca, cb = coef_a[image * w:][:w], coef_b[image * w:][:w]
         up = np.zeros(w * 3, np.float32)
@@ -441,8 +443,9 @@ def torgb_skip(y, coef_a, coef_b, bias, lo, hi, prev, out, batch, h, w):
                     up[6 * j + 3 + c] = t * col[3 * j + 3 + c] + q * col[3 * j + 6 + c]
         for j in range(w):
             a, b = ca[j], cb[j]
+            p = n * j + (3 * left[image * w + j] if has_left else 0)
             for c in range(3):
-                f = bias[c] + _value(src[6 * j + c]) * a + _value(src[6 * j + 3 + c]) * b
+                f = bias[c] + _value(src[p + c]) * a + _value(src[p + 3 + c]) * b
                 f = lo if f < lo else f
                 f = hi if f > hi else f
                 dst[3 * j + c] = f + up[3 * j + c]

@@ -46,6 +46,9 @@ KERNEL_MIN_WORK = 1 << 27
 KERNEL_WINOGRAD_MIN_CHANNELS = 64
 KERNEL_WINOGRAD_MIN_PIXELS = 1024
 KERNEL_UPSAMPLING_MIN_PIXELS = 128
+# A strip across anchors (context rendering) with at most this many anchors gets every anchor's
+# RGB by one matrix product and the compiled toRGB pass (more: interval by interval, in PyTorch).
+TORGB_KERNEL_MAX_ANCHORS = 8
 # Context rendering: extra columns each side at every resolution that make a strip's columns equal
 # one convolution over the whole panorama (measured: 4 leaves errors of 1e-2, 6 is exact to 1e-6).
 # 8, so that every block reads a multiple of 4 more columns: oneDNN's bfloat16 upsampling
@@ -729,21 +732,28 @@ class ToRGB(nn.Module):
         weights (SA-AdaIN) blend them."""
         cols = ctx.column_styles(x.shape[2], x.shape[3])
         if ctx.fused:
+            b, c, h, w = x.shape
+            kernel = (ctx.kernels and x.dtype in (torch.bfloat16, torch.float32) and _kernels.available()
+                      and not torch.is_autocast_enabled("cpu"))  # the blend, clamp and skip sum in one pass
             if cols.single:  # a patch: between two anchors
-                b, c, h, w = x.shape
                 wm = ctx.rgb_weights(self, w3, cols, x.dtype)  # [B, C, 6]
                 y = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), wm).view(b, h, w, 6)
-                if (ctx.kernels and x.dtype in (torch.bfloat16, torch.float32) and _kernels.available()
-                        and not torch.is_autocast_enabled("cpu")):
-                    # the blend, clamp and skip connection in one compiled pass
+                if kernel:
                     return _kernels.torgb_skip(y, cols.coef_a, cols.coef_b, self.bias, self.conv_clamp, img)
                 y = y.float()
                 ca, cb = cols.coef_a[:, :, :, None], cols.coef_b[:, :, :, None]  # [B, 1, w, 1]
                 y = torch.addcmul(torch.addcmul(self.bias, y[..., :3], ca), y[..., 3:], cb).permute(0, 3, 1, 2)
                 if self.conv_clamp is not None:
                     y = y.clamp_(-self.conv_clamp, self.conv_clamp)
-            else:
-                y = self._forward_strip(x, ctx.styles(self, w3), cols)
+            else:  # a strip across anchors (context rendering)
+                styles = ctx.styles(self, w3)  # [B, A, C]
+                a = styles.shape[1]
+                if kernel and a <= TORGB_KERNEL_MAX_ANCHORS:  # every anchor's RGB by one product
+                    wt = self.weight[:, :, 0, 0].t()  # [C, 3]
+                    wm = (styles.transpose(1, 2).unsqueeze(3) * wt[None, :, None, :]).to(x.dtype).reshape(b, c, 3 * a)
+                    y = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), wm).view(b, h, w, 3 * a)
+                    return _kernels.torgb_skip(y, cols.coef_a, cols.coef_b, self.bias, self.conv_clamp, img, cols.k)
+                y = self._forward_strip(x, styles, cols)
         else:
             x = x * cols(self.styles(w3)).to(x.dtype)  # x is still needed by the next block
             y = F.conv2d(x, self.weight.to(x.dtype), self.bias.to(x.dtype))

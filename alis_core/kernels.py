@@ -40,6 +40,7 @@ ENV = "ALIS_KERNELS"  # "0": never use the kernels
 _impl = None  # the loaded kernel module; False once it proved unavailable (tests set it)
 _NONE = np.zeros(0, np.uint16)  # an absent noise or scale
 _NONE_F32 = np.zeros(0, np.float32)
+_NONE_I64 = np.zeros(0, np.int64)
 F32 = torch.float32
 
 
@@ -75,7 +76,8 @@ def enabled_for(x: Tensor) -> bool:
             and available())
 
 
-_NP = {torch.bfloat16: (ctypes.c_uint16, np.uint16), torch.float32: (ctypes.c_float, np.float32)}
+_NP = {torch.bfloat16: (ctypes.c_uint16, np.uint16), torch.float32: (ctypes.c_float, np.float32),
+       torch.int64: (ctypes.c_int64, np.int64)}
 _ARRAY_TYPES: dict = {}  # (torch dtype, length) -> ctypes array type
 
 
@@ -86,7 +88,7 @@ def _flat(t: Tensor | None, dtype=torch.bfloat16) -> np.ndarray:
     (Through ctypes: a few hundred nanoseconds, where `Tensor.numpy()` and the views it needs are
     PyTorch operations of a few microseconds each, dozens of them in every frame.)"""
     if t is None:
-        return _NONE if dtype == torch.bfloat16 else _NONE_F32
+        return {torch.bfloat16: _NONE, torch.int64: _NONE_I64}.get(dtype, _NONE_F32)
     if t.dtype != dtype or t.device.type != "cpu" or not (
             t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))):
         raise ValueError(f"the kernels need dense {dtype} CPU tensors, got {t.dtype} on {t.device} with shape "
@@ -308,29 +310,41 @@ def deconv_up2_f32(x: Tensor, weight_mat: Tensor, bias: Tensor, clamp: float | N
     return out
 
 
-def torgb_skip(y6: Tensor, coef_a: Tensor, coef_b: Tensor, bias: Tensor, clamp: float | None,
-               prev: Tensor | None) -> Tensor:
-    """The end of a fused toRGB layer and the skip connection, in one pass: y6 [B, h, w, 6] (bfloat16
-    or float32, dense): each pixel's RGB by its left anchor's styles, then by its right one's;
-    coef_a, coef_b [B, 1, w] float32: their column weights (SA-AdaIN); bias [3]. -> [B, 3, h, w]
-    float32 in channels-last memory: clamp(bias + y6[..., :3] * coef_a + y6[..., 3:] * coef_b)
-    + `layers.upsample2d(prev)` (prev [B, 3, h / 2, w / 2], or None for the first block)."""
+def torgb_skip(y: Tensor, coef_a: Tensor, coef_b: Tensor, bias: Tensor, clamp: float | None,
+               prev: Tensor | None, left: Tensor | None = None) -> Tensor:
+    """The end of a fused toRGB layer and the skip connection, in one pass: y [B, h, w, 3A] (bfloat16
+    or float32, dense): each pixel's RGB by the styles of each of A anchors; left [B, w] (int64):
+    the anchor on each column's left, or None where every column lies between anchors 0 and 1
+    (A = 2); coef_a, coef_b [B, 1, w] float32: the column weights of that anchor and the next
+    (SA-AdaIN); bias [3]. -> [B, 3, h, w] float32 in channels-last memory:
+    clamp(bias + y[..., left] * coef_a + y[..., left + 1] * coef_b) + `layers.upsample2d(prev)`
+    (prev [B, 3, h / 2, w / 2], or None for the first block)."""
     impl = _load()
-    b, h, w, six = y6.shape
-    if six != 6 or y6.dtype not in (torch.bfloat16, torch.float32) or not y6.is_contiguous():
-        raise ValueError(f"y6 must be dense bfloat16 or float32 [B, h, w, 6], got {y6.dtype} {list(y6.shape)}")
+    b, h, w, n = y.shape
+    anchors = n // 3
+    if n % 3 or anchors < 2 or y.dtype not in (torch.bfloat16, torch.float32) or not y.is_contiguous():
+        raise ValueError(f"y must be dense bfloat16 or float32 [B, h, w, 3 * anchors] (2+ anchors), "
+                         f"got {y.dtype} {list(y.shape)}")
     if tuple(coef_a.shape) != (b, 1, w) or tuple(coef_b.shape) != (b, 1, w) or bias.numel() != 3:
         raise ValueError(f"coef_a and coef_b must be [{b}, 1, {w}] and bias 3 values, got {list(coef_a.shape)}, "
                          f"{list(coef_b.shape)} and {list(bias.shape)}")
+    if left is None:
+        if anchors != 2:
+            raise ValueError(f"y holds {anchors} anchors: say which each column lies between (left)")
+    elif (tuple(left.shape) != (b, w) or left.dtype != torch.int64 or int(left.min()) < 0
+          or int(left.max()) > anchors - 2):
+        raise ValueError(f"left must be int64 [{b}, {w}] in [0, {anchors - 2}], got {left.dtype} {list(left.shape)}")
     if prev is not None and (tuple(prev.shape) != (b, 3, h // 2, w // 2) or h % 2 or w % 2):
         raise ValueError(f"prev must be [{b}, 3, {h // 2}, {w // 2}] for a [{b}, 3, {h}, {w}] image, "
                          f"got {list(prev.shape)}")
     out = torch.empty([b, 3, h, w], memory_format=torch.channels_last)
     prev = None if prev is None else _dense(prev, prev.shape, F32, channels_last=True)
+    left = None if left is None else left.contiguous()
     ca, cb, bs = _f32(coef_a), _f32(coef_b), _f32(bias)
-    lim, ys, cas, cbs, bss = _limit(clamp), _flat(y6, y6.dtype), _flat(ca, F32), _flat(cb, F32), _flat(bs, F32)
+    lim, ys, cas, cbs, bss = _limit(clamp), _flat(y, y.dtype), _flat(ca, F32), _flat(cb, F32), _flat(bs, F32)
+    ls = _NONE_I64 if left is None else _flat(left, torch.int64)
     with _threads():
-        impl.torgb_skip(ys, cas, cbs, bss, -lim, lim, _flat(prev, F32), _flat(out, F32), b, h, w)
+        impl.torgb_skip(ys, anchors, ls, cas, cbs, bss, -lim, lim, _flat(prev, F32), _flat(out, F32), b, h, w)
     return out
 
 
@@ -355,6 +369,7 @@ def warm_up() -> bool:
     upsample_epilogue_f32(torch.zeros(1, 2, 9, 9).contiguous(memory_format=torch.channels_last), torch.zeros(2), 1.0,
                           torch.zeros(1, 1, 8, 8), 1.0, torch.ones(1, 2, 1, 8))
     for dtype in (torch.bfloat16, torch.float32):
-        torgb_skip(torch.zeros(1, 2, 2, 6, dtype=dtype), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3), 1.0,
-                   torch.zeros(1, 3, 1, 1))
+        for left in (None, torch.zeros(1, 2, dtype=torch.int64)):
+            torgb_skip(torch.zeros(1, 2, 2, 6, dtype=dtype), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3),
+                       1.0, torch.zeros(1, 3, 1, 1), left)
     return True

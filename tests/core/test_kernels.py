@@ -162,12 +162,18 @@ def test_environment_switch_and_refusals(monkeypatch):
     with pytest.raises(ValueError, match="channels-last"):
         kernels.upsample_epilogue_bf16(torch.zeros(1, 4, 3, 3, dtype=BF16), torch.zeros(1, 4, 2, 3, dtype=BF16),
                                        torch.zeros(2), None)
-    with pytest.raises(ValueError, match="y6 must be"):
+    with pytest.raises(ValueError, match="y must be"):
         kernels.torgb_skip(torch.zeros(1, 2, 2, 3), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3), None,
                            None)
     with pytest.raises(ValueError, match="coef_a and coef_b must be"):
         kernels.torgb_skip(torch.zeros(4, 2, 8, 6), torch.ones(1, 1, 8), torch.zeros(1, 1, 8), torch.zeros(3), None,
                            None)
+    with pytest.raises(ValueError, match="say which"):
+        kernels.torgb_skip(torch.zeros(1, 2, 2, 9), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3), None,
+                           None)
+    with pytest.raises(ValueError, match="left must be"):
+        kernels.torgb_skip(torch.zeros(1, 2, 2, 9), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3), None,
+                           None, torch.tensor([[0, 2]]))
     with pytest.raises(ValueError, match="prev must be"):
         kernels.torgb_skip(torch.zeros(1, 2, 2, 6), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3), None,
                            torch.zeros(1, 3, 2, 2))
@@ -177,25 +183,32 @@ def test_environment_switch_and_refusals(monkeypatch):
 @pytest.mark.parametrize("shape", [(1, 2, 2), (2, 4, 6), (3, 16, 10)])
 @pytest.mark.parametrize("with_prev", [False, True])
 @pytest.mark.parametrize("clamp", [0.8, None])
-def test_torgb_skip_equals_blend_clamp_and_the_upsampled_skip_image(dtype, shape, with_prev, clamp):
-    """The fused toRGB layer's end: both anchors' RGB blended by the column weights, + bias, clamped,
-    plus the previous block's image through `layers.upsample2d` (float64 reference)."""
+@pytest.mark.parametrize("anchors", [2, 4])
+def test_torgb_skip_equals_blend_clamp_and_the_upsampled_skip_image(dtype, shape, with_prev, clamp, anchors):
+    """The fused toRGB layer's end: the RGB by the styles of the anchors on each column's left and
+    right blended by the column weights, + bias, clamped, plus the previous block's image through
+    `layers.upsample2d` (float64 reference). Two anchors: a patch; more: a strip across anchors."""
     from alis_core.layers import upsample2d
     b, h, w = shape
-    g = torch.Generator().manual_seed(h * w)
-    y6 = torch.randn(b, h, w, 6, generator=g).to(dtype)
+    g = torch.Generator().manual_seed(h * w + anchors)
+    y = torch.randn(b, h, w, 3 * anchors, generator=g).to(dtype)
     ca = torch.rand(b, 1, w, generator=g)
     cb, bias = 1 - ca, torch.randn(3, generator=g)
     prev = torch.randn(b, 3, h // 2, w // 2, generator=g) if with_prev else None
-    y = y6.double()
-    ca64, cb64 = ca[..., None].double(), cb[..., None].double()
-    ref = (bias.double() + y[..., :3] * ca64 + y[..., 3:] * cb64).permute(0, 3, 1, 2)
+    left = None if anchors == 2 else torch.randint(0, anchors - 1, (b, w), generator=g)
+    k = torch.zeros(b, w, dtype=torch.int64) if left is None else left
+    y64 = y.double().view(b, h, w, anchors, 3)
+    rows = torch.arange(b)[:, None, None]
+    cols = torch.arange(w)[None, None, :]
+    ya = y64[rows, torch.arange(h)[None, :, None], cols, k[:, None, :]]  # [B, h, w, 3]
+    yb = y64[rows, torch.arange(h)[None, :, None], cols, k[:, None, :] + 1]
+    ref = (bias.double() + ya * ca[..., None].double() + yb * cb[..., None].double()).permute(0, 3, 1, 2)
     if clamp is not None:
         assert (ref.abs() > clamp).any()  # the clamp matters
         ref = ref.clamp(-clamp, clamp)
     if with_prev:
         ref = ref + upsample2d(prev.double())
-    out = kernels.torgb_skip(y6, ca, cb, bias, clamp, prev)
+    out = kernels.torgb_skip(y, ca, cb, bias, clamp, prev, left)
     assert out.dtype == torch.float32 and out.is_contiguous(memory_format=CHANNELS_LAST)
     assert (out.double() - ref).abs().max() <= 1e-5
 
