@@ -329,13 +329,14 @@ class _Context:
         only): [B, C, 6] (`dtype`), from the pass's table for every toRGB layer at once if it has one."""
         sl = self.table_slices.get(id(module))
         if sl is None:
-            return module.rgb_weights(cols.ends(module.styles(w3))).to(dtype)
+            ends = torch.stack(cols.ends(module.styles(w3)), dim=2)  # [B, C, 2]
+            return _fold_rgb(ends, module.rgb_weight).to(dtype).view(ends.shape[0], -1, 6)
         start, weight = self.table_rgb
         key = (cols.k_key, dtype)
         if key not in self._rgb:
             sa, sb = self._table_ends(cols)[:2]
             ends = torch.stack([sa[:, start:], sb[:, start:]], dim=2)  # [B, C, 2]: every toRGB layer's channels
-            self._rgb[key] = (ends.unsqueeze(3) * weight.unsqueeze(1)).to(dtype).view(ends.shape[0], -1, 6)
+            self._rgb[key] = _fold_rgb(ends, weight).to(dtype).view(ends.shape[0], -1, 6)
         return self._rgb[key][:, sl.start - start: sl.stop - start]
 
     def modulation(self, module: nn.Module, w3: Tensor, res: int, width: int, dtype) -> Tensor:
@@ -708,6 +709,12 @@ class SynthesisLayer(nn.Module):
         return x if out_scale is None else x.mul_(out_scale)
 
 
+def _fold_rgb(styles: Tensor, weight: Tensor) -> Tensor:
+    """Anchor styles [B, C, A] folded into toRGB weights [C, 3]: [B, C, A, 3], each anchor's RGB
+    weights (one matmul with them gives every anchor's image); contiguous if the styles are."""
+    return styles.unsqueeze(3) * weight.unsqueeze(1)
+
+
 class ToRGB(nn.Module):
     """1x1 modulated convolution (no demodulation) to RGB, with SA-AdaIN styles."""
 
@@ -749,8 +756,7 @@ class ToRGB(nn.Module):
                 styles = ctx.styles(self, w3)  # [B, A, C]
                 a = styles.shape[1]
                 if kernel and a <= TORGB_KERNEL_MAX_ANCHORS:  # every anchor's RGB by one product
-                    wt = self.weight[:, :, 0, 0].t()  # [C, 3]
-                    wm = (styles.transpose(1, 2).unsqueeze(3) * wt[None, :, None, :]).to(x.dtype).reshape(b, c, 3 * a)
+                    wm = _fold_rgb(styles.transpose(1, 2), self.rgb_weight).to(x.dtype).reshape(b, c, 3 * a)
                     y = torch.bmm(x.permute(0, 2, 3, 1).reshape(b, h * w, c), wm).view(b, h, w, 3 * a)
                     return _kernels.torgb_skip(y, cols.coef_a, cols.coef_b, self.bias, self.conv_clamp, img, cols.k)
                 y = self._forward_strip(x, styles, cols)
@@ -763,19 +769,16 @@ class ToRGB(nn.Module):
             y = y.to(torch.float32)
         return y if img is None else upsample2d(img) + y
 
-    def rgb_weights(self, ends: tuple[Tensor, Tensor]) -> Tensor:
-        """The styles at two anchors ([B, C] each) folded into the weights: [B, C, 6], the RGB weights
-        of the left anchor, then of the right one."""
-        sa, sb = ends
-        wt = self.weight[:, :, 0, 0].t()  # [C, 3]
-        return torch.cat([wt * sa.unsqueeze(2), wt * sb.unsqueeze(2)], dim=2)
+    @property
+    def rgb_weight(self) -> Tensor:
+        """The 1x1 weights as a matrix [C, 3]."""
+        return self.weight[:, :, 0, 0].t()
 
     def _forward_strip(self, x: Tensor, styles: Tensor, cols: _ColumnStyles) -> Tensor:
         """The fused path for strips across anchors (context rendering), run by run of columns:
         x [B, C, h, w] (NHWC memory), styles [B, A, C] -> [B, 3, h, w] float32 (NHWC memory)."""
         b, c, h, w = x.shape
-        wt = self.weight[:, :, 0, 0].t()  # [C, 3]
-        wm = (styles.transpose(1, 2).unsqueeze(3) * wt[None, :, None, :]).to(x.dtype)  # [B, C, A, 3]
+        wm = _fold_rgb(styles.transpose(1, 2), self.rgb_weight).to(x.dtype)  # [B, C, A, 3]
         xs = x.permute(0, 2, 3, 1)  # [B, h, w, C] view of the NHWC memory
         y = torch.empty([b, h, w, 3])
         ca, cb = cols.coef_a[:, 0, :, None], cols.coef_b[:, 0, :, None]  # [B, w, 1]
@@ -881,7 +884,8 @@ class SynthesisBlock(nn.Module):
         last D channels, and the conv0 modulation [B, C + D, 1, w] for the first C."""
         b, c, h, w = shape
         coords = ctx.coords(self.res, h, w, self.basis, self.use_cosine, stacked=True)
-        buf = torch.empty([b, c + coords.shape[1], h, w], dtype=dtype, device=coords.device, memory_format=CHANNELS_LAST)
+        buf = torch.empty([b, c + coords.shape[1], h, w], dtype=dtype, device=coords.device,
+                          memory_format=CHANNELS_LAST)
         mod = self.conv0.modulation(ws0, ctx, h, w, dtype)
         torch.mul(coords, mod[:, c:], out=buf[:, c:])
         return _NextInput(buf, mod)
@@ -961,7 +965,7 @@ class SynthesisNetwork(nn.Module):
                 bs.append(b * gain if gain != 1 else b)
                 slices[id(m)] = slice(start, start + wt.shape[1])
                 start += wt.shape[1]
-            rgb_weight = torch.cat([m.weight[:, :, 0, 0].t() for m in rgb]).float()  # [sum C_rgb, 3]
+            rgb_weight = torch.cat([m.rgb_weight for m in rgb]).float()  # [sum C_rgb, 3]
             self._table.update(key=key, value=(torch.cat(ws, dim=1), torch.cat(bs, dim=1), slices,
                                                (slices[id(rgb[0])].start, rgb_weight)))
         return self._table["value"]

@@ -41,6 +41,7 @@ _impl = None  # the loaded kernel module; False once it proved unavailable (test
 _NONE = np.zeros(0, np.uint16)  # an absent noise or scale
 _NONE_F32 = np.zeros(0, np.float32)
 _NONE_I64 = np.zeros(0, np.int64)
+_EMPTY = {torch.bfloat16: _NONE, torch.float32: _NONE_F32, torch.int64: _NONE_I64}
 F32 = torch.float32
 
 
@@ -88,7 +89,7 @@ def _flat(t: Tensor | None, dtype=torch.bfloat16) -> np.ndarray:
     (Through ctypes: a few hundred nanoseconds, where `Tensor.numpy()` and the views it needs are
     PyTorch operations of a few microseconds each, dozens of them in every frame.)"""
     if t is None:
-        return {torch.bfloat16: _NONE, torch.int64: _NONE_I64}.get(dtype, _NONE_F32)
+        return _EMPTY[dtype]
     if t.dtype != dtype or t.device.type != "cpu" or not (
             t.is_contiguous() or (t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last))):
         raise ValueError(f"the kernels need dense {dtype} CPU tensors, got {t.dtype} on {t.device} with shape "
@@ -123,6 +124,13 @@ def _per_column(scale: Tensor | None, b: int, c: int, w: int, dtype=torch.bfloat
     if scale is not None and tuple(scale.shape) != (b, c, 1, w):
         raise ValueError(f"scale must be [{b}, {c}, 1, {w}], got {list(scale.shape)}")
     return _dense(scale, (b, c, 1, w), dtype, channels_last=True)
+
+
+def _require_nhwc(what: str, *tensors: Tensor) -> None:
+    """Refuse 4-D tensors not in channels-last memory (a contiguous NCHW one would pass `_flat` and be
+    read in the wrong order)."""
+    if not all(t.is_contiguous(memory_format=torch.channels_last) for t in tensors):
+        raise ValueError(f"{what} must be in channels-last memory, got strides {[t.stride() for t in tensors]}")
 
 
 def _f32(t: Tensor) -> Tensor:
@@ -173,8 +181,7 @@ def epilogue_bf16_(x: Tensor, clamp: float | None, act: bool = True, noise: Tens
     `torch.mul(x, scale2[:, :C], out=buffer[:, :C])` (the next block's modulated input)."""
     impl = _load()
     b, c, h, w = x.shape
-    if not x.is_contiguous(memory_format=torch.channels_last):
-        raise ValueError(f"x must be in channels-last memory, got strides {x.stride()}")
+    _require_nhwc("x", x)
     nz, sc = _per_pixel(noise, b, h, w), _per_column(scale, b, c, w)
     out2, scale2, c2 = _NONE, _NONE, c
     if also is not None:
@@ -183,8 +190,7 @@ def epilogue_bf16_(x: Tensor, clamp: float | None, act: bool = True, noise: Tens
         if tuple(buf.shape) != (b, c2, h, w) or c2 < c or tuple(s2.shape) != (b, c2, 1, w):
             raise ValueError(f"also must be a buffer [{b}, >= {c}, {h}, {w}] and its scale [{b}, C2, 1, {w}], got "
                              f"{list(buf.shape)} and {list(s2.shape)}")
-        if not (buf.is_contiguous(memory_format=torch.channels_last) and s2.is_contiguous(memory_format=torch.channels_last)):
-            raise ValueError("also: the buffer and its scale must be in channels-last memory")
+        _require_nhwc("also: the buffer and its scale", buf, s2)
         out2, scale2 = _flat(buf), _flat(s2)
     lim, args = _limit(clamp), (_flat(x), b * h, w, c, _flat(nz), _flat(sc))  # (refusals before the call)
     with _threads():
@@ -205,8 +211,7 @@ def upsample_epilogue_bf16(even: Tensor, odd: Tensor, bias: Tensor, clamp: float
     c, w = c2 // 2, w1 - 1
     if tuple(even.shape) != (b, c2, h + 1, w1):
         raise ValueError(f"even must be [{b}, {c2}, {h + 1}, {w1}] beside odd {list(odd.shape)}, got {list(even.shape)}")
-    if not (even.is_contiguous(memory_format=torch.channels_last) and odd.is_contiguous(memory_format=torch.channels_last)):
-        raise ValueError("even and odd must be in channels-last memory")
+    _require_nhwc("even and odd", even, odd)
     out = torch.empty([b, c, 2 * h, 2 * w], dtype=torch.bfloat16, memory_format=torch.channels_last)
     nz, sc, bs = _per_pixel(noise, b, 2 * h, 2 * w), _per_column(scale, b, c, 2 * w), _f32(bias)
     lim, args = _limit(clamp), (_flat(even), _flat(odd), _flat(out), b, h, w, c, _flat(bs, F32), _flat(nz), _flat(sc))
