@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import functools
 import math
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -57,6 +58,9 @@ CONTEXT_MARGIN = 8
 EPILOGUE_CHUNK_BYTES = 1 << 19  # fused path: noise, leaky ReLU and clamp in blocks this large
 EPILOGUE_CHUNK_DTYPES = (torch.bfloat16,)  # float32 measured no faster (its passes are cheaper)
 _HAS_FUSED_CONV = hasattr(torch.ops.mkldnn, "_convolution_pointwise") and torch.backends.mkldnn.is_available()
+# dtypes whose fused CPU path failed on this machine (e.g. float16 where oneDNN needs avx512_fp16
+# or avx_ne_convert): they take the plain fast path from then on; every other dtype keeps its own.
+_FUSED_FAILED: set[torch.dtype] = set()
 
 
 def _conv_act(x: Tensor, weight: Tensor, bias: Tensor | None, padding, groups: int = 1,
@@ -280,7 +284,8 @@ class _Context:
             self.fast = False
         # CPU inference on the fast path: oneDNN convolutions with bias and activation fused in,
         # conv inputs assembled and modulated in one pass, toRGB as one small matmul per patch.
-        self.fused = self.fast and self.inplace and device.type == "cpu" and _HAS_FUSED_CONV
+        self.fused = (self.fast and self.inplace and device.type == "cpu" and _HAS_FUSED_CONV
+                      and dtype not in _FUSED_FAILED)
         self.kernels = self.fused and _kernel_model(cfg)  # may use alis_core.kernels (where installed)
         # what cached tensors derived from the positions are keyed by (inference tensors cannot
         # take part in a graph: keep them apart)
@@ -936,10 +941,13 @@ class SynthesisNetwork(nn.Module):
             if not ctx.fused:
                 raise
             if not isinstance(e, _kernels.KernelFailure):  # (a failed compiled kernel switched the kernels off)
-                # This CPU's oneDNN build lacks an operator or dtype of the fused path: use the plain
-                # fast path from now on (same numbers to float rounding).
-                global _HAS_FUSED_CONV
-                _HAS_FUSED_CONV = False
+                # This CPU's oneDNN build lacks an operator of the fused path for this dtype: this
+                # dtype takes the plain fast path from now on (same numbers to float rounding); the
+                # other dtypes keep theirs.
+                _FUSED_FAILED.add(dtype)
+                warnings.warn(f"the fused CPU path does not run {str(dtype).removeprefix('torch.')} on this "
+                              f"CPU ({str(e).splitlines()[0][:160]}); using the plain path for it",
+                              RuntimeWarning, stacklevel=2)
         # the same call again without what failed, with the same random noise
         if rng_state is not None:
             generator.set_state(rng_state)

@@ -10,6 +10,15 @@ from alis_core import Generator
 from alis_testing import FIXTURES, make_tiny
 
 
+@pytest.fixture(autouse=True)
+def _fresh_cpu_fallbacks(monkeypatch):
+    """Each test starts with every CPU fast path on, whatever an earlier test made fail (a float16
+    frame on a CPU without float16 convolutions, a kernel made to fail), and leaves none off."""
+    from alis_core import generator, kernels
+    monkeypatch.setattr(generator, "_FUSED_FAILED", set())
+    monkeypatch.setattr(kernels, "_impl", kernels._impl)
+
+
 @pytest.fixture(params=["pytorch", "kernels"])
 def bf16_path(request, monkeypatch) -> str:
     """Runs a test on each CPU path: PyTorch operations only, and with the compiled kernels

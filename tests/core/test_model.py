@@ -464,11 +464,81 @@ def test_fused_path_falls_back_when_onednn_refuses(tiny_G, monkeypatch):
 
     monkeypatch.setattr(alis_core.generator, "_conv_act", refuse)
     monkeypatch.setattr(alis_core.generator, "_HAS_FUSED_CONV", True)
-    with torch.no_grad():
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match="fused CPU path does not run float32"):
         out = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="random",
                       generator=torch.Generator().manual_seed(5))
-    assert not alis_core.generator._HAS_FUSED_CONV
+    assert alis_core.generator._FUSED_FAILED == {torch.float32}
     assert (out - plain).abs().max() <= 1e-5 * plain.abs().max()
+
+
+def _fused_calls(monkeypatch) -> list:
+    """Spies on the fused path's convolution: the dtypes of the calls it makes."""
+    gen = alis_core.generator
+    conv, calls = gen._conv_act, []
+    monkeypatch.setattr(gen, "_conv_act", lambda x, *a, **k: calls.append(x.dtype) or conv(x, *a, **k))
+    return calls
+
+
+def test_a_dtype_the_fused_path_refuses_leaves_the_other_dtypes_on_it(tiny_G, monkeypatch):
+    """One warning, and only that dtype leaves the fused path: float32 and bfloat16 frames rendered
+    after a float16 frame failed in it still take it (on any CPU: the failure is forced here)."""
+    gen = alis_core.generator
+    if not gen._HAS_FUSED_CONV:
+        pytest.skip("this PyTorch build has no fused oneDNN convolution")
+    G = copy.deepcopy(tiny_G).requires_grad_(False)
+    G.fast = True
+    w = alis_core.sample_anchors(G, 3, seed=2)
+    conv = gen._conv_act
+
+    def no_float16(x, *args, **kwargs):
+        if x.dtype == torch.float16:
+            raise RuntimeError("fp16 path needs the cpu support avx_ne_convert or avx512_fp16")
+        return conv(x, *args, **kwargs)
+
+    monkeypatch.setattr(gen, "_conv_act", no_float16)
+    calls = _fused_calls(monkeypatch)
+    with torch.no_grad():
+        G.compute_dtype = torch.float16
+        with pytest.warns(RuntimeWarning, match="float16") as record:
+            half = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]))
+            G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]))  # no second warning
+        assert len([r for r in record if "fused CPU path" in str(r.message)]) == 1
+        assert half.dtype == torch.float32 and torch.isfinite(half).all()
+        for dtype in (torch.float32, torch.bfloat16):
+            G.compute_dtype = dtype
+            calls.clear()
+            G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]))
+            assert calls and set(calls) == {dtype}, (dtype, calls)
+    assert gen._FUSED_FAILED == {torch.float16}
+
+
+def test_a_real_float16_frame_on_a_cpu_without_float16_keeps_float32_fused(tiny_G, monkeypatch):
+    """The same on this CPU's own oneDNN, unforced: needs a CPU whose oneDNN refuses float16
+    convolutions (no avx512_fp16 or avx_ne_convert, e.g. AMD EPYC before Zen 5); skipped elsewhere."""
+    gen = alis_core.generator
+    x = torch.zeros(1, 8, 4, 4, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    try:
+        gen._conv_act(x, torch.zeros(8, 8, 3, 3, dtype=torch.float16), None, 1)
+    except RuntimeError:
+        pass
+    else:
+        pytest.skip("this CPU runs float16 convolutions in oneDNN")
+    G = copy.deepcopy(tiny_G).requires_grad_(False)
+    G.fast = True
+    w = alis_core.sample_anchors(G, 3, seed=2)
+    calls = _fused_calls(monkeypatch)
+    with torch.no_grad():
+        G.compute_dtype = torch.float32
+        ref = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]))
+        G.compute_dtype = torch.float16
+        with pytest.warns(RuntimeWarning, match="float16"):
+            half = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]))
+        assert (half - ref).abs().max() <= 0.02 * ref.abs().max()
+        G.compute_dtype = torch.float32
+        calls.clear()
+        again = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]))
+    assert calls and set(calls) == {torch.float32}
+    assert torch.equal(again, ref)
 
 
 @pytest.mark.parametrize("m", [4, 2])
