@@ -1,0 +1,109 @@
+"""The choices every front end shares (CLI, ComfyUI nodes, Blender extension, trainer), defined once.
+
+Front ends take their option names, ranges and defaults from here and validate through the checks
+below, so that a value means the same everywhere and the error names the option the user set.
+This module imports no torch (the Blender extension carries a copy for its UI, see
+blender_addon/build.py); the few helpers that need torch import it when called.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import AlisError
+
+# Noise of the synthesis layers: none (deterministic, the default), the layers' constant buffers,
+# or fresh random noise from the noise seed.
+NOISE_MODES = ("none", "const", "random")
+
+# Compute dtypes by name. float32 is exact; bfloat16 and float16 are faster where the hardware has them.
+DTYPE_NAMES = ("float32", "bfloat16", "float16")
+
+# Devices: "auto" picks CUDA, then Apple MPS, then the CPU.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+# Truncation psi (1 = no truncation, 0.7 = typical tamer scenes).
+PSI_MIN, PSI_MAX = 0.0, 2.0
+
+# Upper bounds that keep a typo from asking for terabytes; the official LHQ 1024 checkpoint and
+# its 8192 px 4-anchor loop are far inside them.
+MAX_ANCHORS = 4096
+MAX_SEED = 2 ** 63 - 1
+
+
+@dataclass(frozen=True)
+class FrontEndDefaults:
+    """What one front end does when the user says nothing."""
+
+    psi: float  # truncation psi
+    anchors: int  # anchors of a panorama when neither a count nor a width is given
+    fast: bool  # the fast formulation (bfloat16-friendly, fused CPU path) rather than the official order
+    context: bool  # patch context: each batch of patches computed with its neighbouring columns
+
+
+# Each front end's defaults, recorded as they are (changing one changes its pictures).
+LIBRARY = FrontEndDefaults(psi=1.0, anchors=6, fast=False, context=False)  # the official model's pixels
+CLI = FrontEndDefaults(psi=1.0, anchors=6, fast=True, context=True)
+COMFYUI = FrontEndDefaults(psi=0.7, anchors=8, fast=True, context=True)
+BLENDER = FrontEndDefaults(psi=0.7, anchors=8, fast=True, context=True)
+
+
+def check_choice(value: str, choices: tuple[str, ...], option: str) -> str:
+    """`value` if it is one of `choices`, else one clear error naming `option`."""
+    if value not in choices:
+        raise AlisError(f"{option} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def check_noise_mode(value: str, option: str = "noise_mode") -> str:
+    return check_choice(value, NOISE_MODES, option)
+
+
+def check_psi(value, option: str = "truncation psi") -> float:
+    """psi as a float within [PSI_MIN, PSI_MAX] (NaN refused), else one clear error naming `option`."""
+    try:
+        psi = float(value)
+    except (TypeError, ValueError):
+        psi = math.nan
+    if not PSI_MIN <= psi <= PSI_MAX:  # also False for NaN
+        raise AlisError(f"{option} must be within [{PSI_MIN:g}, {PSI_MAX:g}] (1 = no truncation, "
+                        f"0.7 = typical), got {value}")
+    return psi
+
+
+def check_seed(value, option: str = "seed") -> int:
+    """A seed as an int in [0, 2**63 - 1] (what torch.Generator.manual_seed takes)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise AlisError(f"{option} must be an integer in [0, 2**63 - 1], got {value!r}")
+    return value
+
+
+def torch_dtype(name: str, option: str = "dtype"):
+    """A dtype name of DTYPE_NAMES -> the torch dtype."""
+    import torch
+    return getattr(torch, check_choice(name, DTYPE_NAMES, option))
+
+
+def resolve_device(name: str, option: str = "--device"):
+    """'auto' -> CUDA, then Apple MPS, then the CPU; an unavailable device is one clear error. -> torch.device"""
+    import torch
+    check_choice(name, DEVICES, option)
+    mps = getattr(torch.backends, "mps", None)
+    has_mps = mps is not None and mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if has_mps else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AlisError(f"{option} cuda: no CUDA GPU is visible to this PyTorch; use cpu or auto")
+    if name == "mps" and not has_mps:
+        raise AlisError(f"{option} mps: Apple MPS is not available here; use cpu or auto")
+    return torch.device(name)
+
+
+def natural_width(num_anchors: int, anchor_spacing: int, wrap: bool) -> int:
+    """Pixels a panorama of K anchors has: (K - 1) intervals, or K with wrap (the last joins the first)."""
+    return (num_anchors if wrap else num_anchors - 1) * anchor_spacing
+
+
+def anchors_for_width(width: int, anchor_spacing: int, wrap: bool) -> int:
+    """The fewest anchors whose panorama is at least `width` pixels wide (2 at least)."""
+    return max(2, math.ceil(width / anchor_spacing) + (0 if wrap else 1))
