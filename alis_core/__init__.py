@@ -5,62 +5,70 @@
     strip = alis_core.panorama(G, anchors, wrap=True)   # [3, H, 8 * G.anchor_spacing], a 360° loop
 
 See docs/ARCHITECTURE.md for how the paper's terms map to the code.
+
+`import alis_core` imports nothing heavy and changes nothing in the process: each name below is
+imported from its module on first use (PEP 562), so torch loads when the first model, tensor or
+image function is touched. Tuning the process (malloc, huge pages) is the job of whoever owns it:
+the `alis` command does it for itself (alis_core/entry.py).
 """
-import os as _os
+from __future__ import annotations
+
+import importlib as _importlib
 import sys as _sys
+import types as _types
 
-
-MALLOC_TUNED = False  # whether this import tuned glibc's malloc (see _keep_freed_memory)
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc keep freed blocks for the next frame instead of unmapping them (above 32 MB it
-    always does) or trimming the heap: without this, every frame of a large model page-faults its
-    activations in again (measured: 1024 px frames 10-15% faster and without 2x outliers). The
-    price: the process keeps its peak memory until it exits. A user's own malloc settings win."""
-    if not _sys.platform.startswith("linux") or any(k in _os.environ for k in (
-            "GLIBC_TUNABLES", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
-        return
-    try:
-        import ctypes
-        libc = ctypes.CDLL("libc.so.6")
-        ok = libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: blocks up to 1 GiB come from the heap
-        ok &= libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: keep up to 1 GiB of free heap
-    except (OSError, AttributeError):  # not glibc
-        return
-    global MALLOC_TUNED
-    MALLOC_TUNED = bool(ok)
-
-
-if "torch" not in _sys.modules:
-    # This process is ours (the CLI, a script), not a host application's: tune its memory.
-    # Large activations (100+ MB at 1024 px) are fresh allocations; on transparent huge pages their
-    # first touch faults 512x less often: about 20% faster frames on a CPU. PyTorch reads this
-    # switch once, when it first allocates, so it only takes effect before torch is imported.
-    _os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
-    _keep_freed_memory()
-
-from .anchors import anchors_from_seeds, latents_to_anchors, parse_seed_list, sample_anchors, sample_latents
-from .checkpoint import (DEFAULT_CHECKPOINT, convert_official, load_discriminator, load_generator,
-                         save_generator)
-from .config import DiscriminatorConfig, GeneratorConfig
-from .discriminator import Discriminator
 from .errors import AlisError
-from .generator import Generator
-from .image import (from_unit, linear_to_srgb, load_float_image, load_image, save_float_image, save_png,
-                    srgb_to_linear, to_unit)
-from .panorama import iter_panorama, panorama, patch_grid_score, resample_loop, seam_score
-from .projection import (CUBE_FACE_FILES, CUBE_FACES, cubemap_layout, cubemap_to_equirect, equirect_to_cubemap,
-                         layout_to_cubemap, strip_to_equirect)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CUBE_FACES", "CUBE_FACE_FILES", "cubemap_layout", "cubemap_to_equirect", "equirect_to_cubemap",
-    "layout_to_cubemap", "strip_to_equirect", "from_unit", "linear_to_srgb", "load_float_image", "load_image",
-    "save_float_image", "save_png", "srgb_to_linear", "to_unit",
-    "AlisError", "DEFAULT_CHECKPOINT", "Discriminator", "DiscriminatorConfig", "Generator", "GeneratorConfig",
-    "anchors_from_seeds", "convert_official", "iter_panorama", "latents_to_anchors", "load_discriminator",
-    "load_generator", "panorama", "parse_seed_list", "patch_grid_score", "resample_loop", "sample_anchors", "sample_latents",
-    "save_generator", "seam_score",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    **dict.fromkeys(("anchors_from_seeds", "latents_to_anchors", "parse_seed_list", "sample_anchors",
+                     "sample_latents"), "anchors"),
+    **dict.fromkeys(("DEFAULT_CHECKPOINT", "convert_official", "load_discriminator", "load_generator",
+                     "save_generator"), "checkpoint"),
+    **dict.fromkeys(("DiscriminatorConfig", "GeneratorConfig"), "config"),
+    "Discriminator": "discriminator",
+    "Generator": "generator",
+    **dict.fromkeys(("from_unit", "linear_to_srgb", "load_float_image", "load_image", "save_float_image",
+                     "save_png", "srgb_to_linear", "to_unit"), "image"),
+    **dict.fromkeys(("iter_panorama", "panorama", "patch_grid_score", "resample_loop", "seam_score"), "panorama"),
+    **dict.fromkeys(("CUBE_FACE_FILES", "CUBE_FACES", "cubemap_layout", "cubemap_to_equirect",
+                     "equirect_to_cubemap", "layout_to_cubemap", "strip_to_equirect"), "projection"),
+}
+
+__all__ = ["AlisError", *_EXPORTS]
+
+
+def __getattr__(name: str):
+    """The public names and the submodules, imported on first use."""
+    if name.startswith("__"):
+        raise AttributeError(name)
+    module = _EXPORTS.get(name)
+    if module is not None:
+        value = getattr(_importlib.import_module(f".{module}", __name__), name)
+        globals()[name] = value
+        return value
+    try:  # a submodule (alis_core.options, alis_core.kernels, ...), as `import alis_core.<name>` gives
+        return _importlib.import_module(f".{name}", __name__)
+    except ModuleNotFoundError as e:
+        if e.name != f"{__name__}.{name}":
+            raise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *__all__})
+
+
+class _Package(_types.ModuleType):
+    def __setattr__(self, name, value):
+        # Importing the submodule alis_core.panorama binds the package attribute `panorama` to the
+        # module; the public name is the function of the same name.
+        if (isinstance(value, _types.ModuleType) and _EXPORTS.get(name) == name
+                and value.__name__ == f"{__name__}.{name}"):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package

@@ -1,6 +1,6 @@
 """`python -m alis_core ...` is the `alis` command."""
 import sys
 
-from .cli import main
+from .entry import main
 
 sys.exit(main())

@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-import alis_core  # noqa: E402  (before torch: it turns on huge-page allocations)
+import alis_core  # noqa: E402
+MALLOC_TUNED = alis_core.entry.tune_process_memory()  # before torch, as the `alis` command does
 import torch  # noqa: E402
 from alis_core import Generator, GeneratorConfig  # noqa: E402
 from alis_core.layers import logarithmic_basis  # noqa: E402
@@ -204,7 +205,7 @@ def main() -> None:
     gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
     print(f"machine: {cpu_name()}, {os.cpu_count()} cpus{gpu}, torch {torch.__version__}, threads {threads}, "
           f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE', '0')}, "
-          f"malloc keeps freed blocks: {'yes' if alis_core.MALLOC_TUNED else 'no'}")
+          f"malloc keeps freed blocks: {'yes' if MALLOC_TUNED else 'no'}")
     print(kernels_line())
     peaks = {name: matmul_peak(DTYPES[name], device) for name in ("float32", "bfloat16")}
     print(f"matmul peak on {device.type} (float32 IEEE): float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
