@@ -306,9 +306,9 @@ def cmd_convert(a) -> int:
 
 
 def _delegate(module: str, argv: list[str]) -> int:
-    import importlib
+    import importlib.util
     try:
-        mod = importlib.import_module(module)
+        mod = importlib.import_module(f"alis_{module}" if importlib.util.find_spec("alis_training") else module)
     except ImportError as e:
         raise AlisError(f"this command needs the trainer package ({e.name} is missing); install the project "
                         "from a clone with `pip install -e .`") from None
