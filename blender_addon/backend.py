@@ -26,12 +26,13 @@ from typing import Callable
 import numpy as np
 
 from . import pixels
-from .params import SkyParams
+from .params import DEFAULTS, SkyParams
+from .shared import options
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("AUTO", "SUBPROCESS", "IN_PROCESS")
-DEVICES = ("auto", "cpu", "cuda", "mps")
+DEVICES = options.DEVICES
 
 # `progress <done>/<total>`: one line per finished batch, printed by the CLI to stderr with
 # `--progress-format lines`. Anything else on stderr is kept only for error messages.
@@ -83,7 +84,12 @@ def build_generate_command(
     if params.wrap:
         cmd.append("--wrap")
     cmd += ["--equirect", output_path, "--horizon", f"{params.horizon:g}"]
+    cmd.append("--context" if DEFAULTS.context else "--no-context")  # Blender's default, whatever the CLI's
+    if not DEFAULTS.fast:
+        cmd.append("--exact")  # the official order of operations (the CLI's default is the fast one)
     # Passed only when changed, so the default settings work with CLIs that lack these flags.
+    if params.noise_mode != SkyParams.noise_mode:
+        cmd += ["--noise", params.noise_mode]
     if params.strip_scale != SkyParams.strip_scale:
         cmd += ["--strip-scale", f"{params.strip_scale:g}"]
     if params.cap_blur != SkyParams.cap_blur:
@@ -348,24 +354,8 @@ class InProcessJob(Job):
 _generator_cache: dict[tuple[str, str, float], object] = {}
 
 
-def resolve_device(device: str) -> str:
-    """'auto' -> 'cuda' / 'mps' / 'cpu' (whichever is available, in that order); others unchanged."""
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def load_generator_cached(checkpoint: str, device: str):
     """alis_core.load_generator, cached per (path, device, mtime) so repeated runs skip the load."""
-    import torch  # noqa: F401  (first: `import alis_core` then leaves Blender's process memory settings alone)
-
     import alis_core
 
     path = checkpoint or None
@@ -373,7 +363,7 @@ def load_generator_cached(checkpoint: str, device: str):
     key = (checkpoint, device, mtime)
     if key not in _generator_cache:
         _generator_cache.clear()  # keep at most one model in Blender's memory
-        _generator_cache[key] = alis_core.load_generator(path, device=device, fast=True)  # as the CLI
+        _generator_cache[key] = alis_core.load_generator(path, device=device, fast=DEFAULTS.fast)
     return _generator_cache[key]
 
 
@@ -395,12 +385,13 @@ def generate_in_process(
     from alis_core import image, projection
 
     params.validate()
-    G = generator if generator is not None else load_generator_cached(checkpoint, resolve_device(device))
+    G = generator if generator is not None else load_generator_cached(
+        checkpoint, str(options.resolve_device(device, "device")))
     with torch.no_grad():
         anchors = alis_core.sample_anchors(G, params.anchors, params.seed, truncation_psi=params.psi)
-        # patch context on, as the CLI's default (the subprocess backend): no patch grid
-        strip = alis_core.panorama(G, anchors, wrap=params.wrap, progress=progress, seed=params.seed,
-                                   context=True)  # [3, H, W]
+        # seed= is the noise seed (noise mode "random"); the scene seed doubles as it, as in the CLI
+        strip = alis_core.panorama(G, anchors, wrap=params.wrap, noise_mode=params.noise_mode, progress=progress,
+                                   seed=params.seed, context=DEFAULTS.context)  # [3, H, W]
         eq = projection.strip_to_equirect(
             image.to_unit(strip), horizon=params.horizon, strip_scale=params.strip_scale, cap_blur=params.cap_blur,
         ).clamp(0, 1)  # [3, W / 2, W] in [0, 1], sRGB-encoded (as the CLI's --equirect)

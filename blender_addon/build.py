@@ -1,7 +1,9 @@
 """Package the Blender extension: `python -m blender_addon.build [--out dist] [--validate]`.
 
 Writes `dist/alis_sky-<version>.zip` with the files at the archive root (the layout Blender's own
-`blender --command extension build` produces). `--validate` then runs Blender's validator
+`blender --command extension build` produces), plus copies of alis_core/options.py and
+alis_core/errors.py in `_alis/` (SHARED_FILES): the UI takes its choices from them without needing
+alis_core installed in Blender's Python. `--validate` then runs Blender's validator
 (`blender --command extension validate`, i.e. bl_pkg's blender_ext.py) using the `bpy` module
 when it is installed (`pip install bpy`), or a `blender` executable given with `--blender`.
 The build itself needs only the standard library.
@@ -19,6 +21,12 @@ import zipfile
 ADDON_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_DIR = os.path.dirname(ADDON_DIR)
 MANIFEST = "blender_manifest.toml"
+# Files of the library the extension carries (archive path -> repository path): torch-free.
+SHARED_FILES = {
+    "_alis/options.py": os.path.join("alis_core", "options.py"),
+    "_alis/errors.py": os.path.join("alis_core", "errors.py"),
+}
+SHARED_INIT = '"""Copies of alis_core/options.py and alis_core/errors.py, written by build.py."""\n'
 # Reproducible archives: every entry gets this timestamp.
 ZIP_DATE_TIME = (2024, 1, 1, 0, 0, 0)
 
@@ -68,13 +76,20 @@ def build(out_dir: str | None = None, addon_dir: str = ADDON_DIR) -> str:
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"{manifest['id']}-{manifest['version']}.zip")
     tmp = path + ".tmp"
+    entries = {}
+    for rel in package_files(addon_dir):
+        with open(os.path.join(addon_dir, rel), "rb") as fh:
+            entries[rel] = fh.read()
+    entries["_alis/__init__.py"] = SHARED_INIT.encode()
+    for rel, src in SHARED_FILES.items():
+        with open(os.path.join(REPO_DIR, src), "rb") as fh:
+            entries[rel] = fh.read()
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for rel in package_files(addon_dir):
+        for rel in sorted(entries):
             info = zipfile.ZipInfo(rel, date_time=ZIP_DATE_TIME)
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
-            with open(os.path.join(addon_dir, rel), "rb") as fh:
-                zf.writestr(info, fh.read())
+            zf.writestr(info, entries[rel])
     os.replace(tmp, path)
     return path
 

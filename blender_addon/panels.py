@@ -38,6 +38,7 @@ class WORLD_PT_alis_sky(bpy.types.Panel):
         row.operator("alis.new_seed", text="", icon="FILE_REFRESH")
         layout.prop(settings, "anchors")
         layout.prop(settings, "psi")
+        layout.prop(settings, "noise_mode")
         layout.prop(settings, "resolution")
         row = layout.row()
         row.active = not external  # the CLI's --equirect always wraps

@@ -8,18 +8,24 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from .shared import options
+
 MIN_WIDTH = 64
 MAX_WIDTH = 16384
-MAX_SEED = 2**31 - 1
+MAX_SEED = 2**31 - 1  # Blender's integer properties are 32-bit (alis_core takes up to 2**63 - 1)
+DEFAULTS = options.BLENDER  # psi, anchors, fast, context when the user says nothing
 
 
 @dataclasses.dataclass(frozen=True)
 class SkyParams:
     """Everything one sky generation depends on.
 
-    seed:        anchor seed (integer in [0, 2**31 - 1]).
+    seed:        scene seed: the anchors' latents (integer in [0, 2**31 - 1]); also the noise seed
+                 of noise mode "random".
     anchors:     number of anchors K; with wrap the strip closes into a 360° loop of K * spacing px.
-    psi:         truncation psi in [0, 2]; lower = more typical, less varied landscapes.
+    psi:         truncation psi in [options.PSI_MIN, options.PSI_MAX]; lower = more typical, less
+                 varied landscapes.
+    noise_mode:  noise of the synthesis layers, one of options.NOISE_MODES ("none": deterministic).
     width:       equirect width in px (height = width / 2).
     wrap:        close the panorama into a seamless loop (on by default: a sky must wrap).
     horizon:     where the horizon lands, as a fraction of the equirect height from the top
@@ -32,8 +38,9 @@ class SkyParams:
     """
 
     seed: int = 0
-    anchors: int = 8
-    psi: float = 0.7
+    anchors: int = DEFAULTS.anchors
+    psi: float = DEFAULTS.psi
+    noise_mode: str = "none"  # = alis_core.panorama's and the CLI's default
     width: int = 2048
     wrap: bool = True
     horizon: float = 0.5
@@ -53,8 +60,10 @@ class SkyParams:
             raise ValueError(f"seed {self.seed} is out of range: use 0..{MAX_SEED}")
         if self.anchors < 2:
             raise ValueError(f"anchors {self.anchors} is too few: use at least 2")
-        if not 0.0 <= self.psi <= 2.0:
-            raise ValueError(f"psi {self.psi} is out of range: use 0..2")
+        if not options.PSI_MIN <= self.psi <= options.PSI_MAX:
+            raise ValueError(f"psi {self.psi} is out of range: use {options.PSI_MIN:g}..{options.PSI_MAX:g}")
+        if self.noise_mode not in options.NOISE_MODES:
+            raise ValueError(f"noise {self.noise_mode!r} is unknown: use one of {', '.join(options.NOISE_MODES)}")
         if not MIN_WIDTH <= self.width <= MAX_WIDTH or self.width % 2:
             raise ValueError(f"resolution {self.width} is invalid: use an even width in {MIN_WIDTH}..{MAX_WIDTH}")
         if not 0.0 <= self.horizon <= 1.0:
@@ -69,9 +78,10 @@ class SkyParams:
     def file_stem(self) -> str:
         """A stable file name stem that names the settings that change the pixels (not rotation/strength)."""
         wrap = "wrap" if self.wrap else "open"
+        noise = "" if self.noise_mode == SkyParams.noise_mode else f"_n{self.noise_mode}"
         return (
             f"alis_sky_s{self.seed}_k{self.anchors}_psi{self.psi:.2f}_{self.width}_{wrap}"
-            f"_h{self.horizon:.2f}_x{self.strip_scale:.2f}_b{self.cap_blur:.2f}"
+            f"_h{self.horizon:.2f}_x{self.strip_scale:.2f}_b{self.cap_blur:.2f}{noise}"
         )
 
     def file_name(self, ext: str = ".exr") -> str:

@@ -2,18 +2,20 @@
 import bpy
 
 from . import backend
+from .shared import options
 
 _BACKEND_ITEMS = [
     ("AUTO", "Automatic", "Use the Backend Python when set, else alis_core inside Blender's Python when it imports"),
     ("SUBPROCESS", "External Python", "Run the alis CLI in the Backend Python (recommended)"),
     ("IN_PROCESS", "Blender's Python", "Import alis_core and torch inside Blender (they must be installed there)"),
 ]
-_DEVICE_ITEMS = [
-    ("auto", "Auto", "CUDA, then Apple MPS, then CPU"),
-    ("cpu", "CPU", ""),
-    ("cuda", "CUDA", "NVIDIA GPU"),
-    ("mps", "MPS", "Apple GPU"),
-]
+_DEVICE_LABELS = {
+    "auto": ("Auto", "CUDA, then Apple MPS, then CPU"),
+    "cpu": ("CPU", ""),
+    "cuda": ("CUDA", "NVIDIA GPU"),
+    "mps": ("MPS", "Apple GPU"),
+}
+_DEVICE_ITEMS = [(d, *_DEVICE_LABELS.get(d, (d.upper(), ""))) for d in options.DEVICES]
 _FORMAT_ITEMS = [
     (".hdr", "Radiance HDR", "Works with every install of the backend"),
     (".exr", "OpenEXR", "Needs the OpenEXR package in the Backend Python (pip install OpenEXR)"),

@@ -4,6 +4,14 @@ import math
 import bpy
 
 from . import params, world
+from .shared import options
+
+_NOISE_LABELS = {
+    "none": ("None", "No noise: the same seed gives the same sky"),
+    "const": ("Constant", "The model's fixed noise maps"),
+    "random": ("Random", "Fresh noise drawn from the seed"),
+}
+_NOISE_ITEMS = [(m, *_NOISE_LABELS.get(m, (m.title(), ""))) for m in options.NOISE_MODES]
 
 def _update_rotation(self, context):
     world.set_rotation(self.id_data, self.rotation)
@@ -14,14 +22,19 @@ def _update_strength(self, context):
 
 
 class ALIS_WorldSettings(bpy.types.PropertyGroup):
-    seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=params.MAX_SEED)
+    seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=params.MAX_SEED,
+                                description="Scene seed: which landscapes the anchors show")
     anchors: bpy.props.IntProperty(
-        name="Anchors", default=8, min=2, soft_max=64,
+        name="Anchors", default=params.DEFAULTS.anchors, min=2, soft_max=64,
         description="Number of anchors; each adds one frame-spaced stretch of landscape",
     )
     psi: bpy.props.FloatProperty(
-        name="Psi", default=0.7, min=0.0, max=2.0, soft_max=1.0,
+        name="Psi", default=params.DEFAULTS.psi, min=options.PSI_MIN, max=options.PSI_MAX, soft_max=1.0,
         description="Truncation psi: lower = more typical, less varied landscapes",
+    )
+    noise_mode: bpy.props.EnumProperty(
+        name="Noise", items=_NOISE_ITEMS, default=params.SkyParams.noise_mode,
+        description="Noise of the synthesis layers",
     )
     resolution: bpy.props.IntProperty(
         name="Resolution", default=2048, min=params.MIN_WIDTH, max=params.MAX_WIDTH, step=64,
@@ -53,7 +66,7 @@ class ALIS_WorldSettings(bpy.types.PropertyGroup):
 
     def to_params(self) -> params.SkyParams:
         return params.SkyParams(
-            seed=self.seed, anchors=self.anchors, psi=self.psi, width=self.resolution // 2 * 2, wrap=self.wrap,
+            seed=self.seed, anchors=self.anchors, psi=self.psi, noise_mode=self.noise_mode, width=self.resolution // 2 * 2, wrap=self.wrap,
             horizon=self.horizon, strip_scale=self.strip_scale, cap_blur=self.cap_blur,
             rotation=self.rotation, strength=self.strength,
         )

@@ -271,3 +271,50 @@ def test_in_process_job_progress_result_cancel_and_failure():
 
     job = backend.InProcessJob(broken)
     assert job.wait(10) == backend.FAILED and job.error == "CUDA out of memory"
+
+
+# ---------------------------------------------------------------------------------------------
+# shared choices (alis_core/options.py)
+
+
+def test_params_and_backend_take_their_choices_from_alis_core_options():
+    from alis_core import options
+
+    from blender_addon import params
+
+    p = SkyParams()
+    # the extension's defaults, as they always were (changing one changes the pictures)
+    assert (p.psi, p.anchors, p.noise_mode) == (0.7, 8, "none")
+    assert (p.psi, p.anchors) == (options.BLENDER.psi, options.BLENDER.anchors)
+    assert options.BLENDER.fast and options.BLENDER.context
+    assert params.options is options and backend.DEVICES == options.DEVICES
+    SkyParams(psi=options.PSI_MAX).validate()
+    with pytest.raises(ValueError, match=f"psi .* use {options.PSI_MIN:g}..{options.PSI_MAX:g}"):
+        SkyParams(psi=options.PSI_MAX + 0.01).validate()
+    for mode in options.NOISE_MODES:
+        SkyParams(noise_mode=mode).validate()
+    with pytest.raises(ValueError, match="noise 'loud' is unknown: use one of none, const, random"):
+        SkyParams(noise_mode="loud").validate()
+
+
+def test_noise_mode_reaches_both_backends(tiny_G):
+    default = backend.build_generate_command("/py", SkyParams(), "/o.hdr")
+    assert "--noise" not in default and "--context" in default and "--exact" not in default
+    cmd = backend.build_generate_command("/py", SkyParams(noise_mode="random"), "/o.hdr")
+    assert cmd[cmd.index("--noise") + 1] == "random"
+    # the noise mode is part of the file name only when it is not the default (old names stay)
+    assert SkyParams(noise_mode="const").file_name() != SkyParams().file_name()
+    assert "_n" not in SkyParams().file_stem()
+    small = dict(anchors=2, width=64)
+    quiet = backend.generate_in_process(SkyParams(**small), generator=tiny_G)
+    const = backend.generate_in_process(SkyParams(noise_mode="const", **small), generator=tiny_G)
+    assert quiet.shape == const.shape == (32, 64, 3) and not np.allclose(quiet, const)
+    np.testing.assert_array_equal(const, backend.generate_in_process(SkyParams(noise_mode="const", **small),
+                                                                     generator=tiny_G))
+
+
+def test_in_process_device_is_checked_by_alis_core_options():
+    from alis_core import AlisError
+
+    with pytest.raises(AlisError, match="device must be one of auto, cpu, cuda, mps, got 'tpu'"):
+        backend.generate_in_process(SkyParams(), device="tpu")

@@ -94,3 +94,24 @@ def test_validator_rejects_a_broken_manifest(bpy, tmp_path):
     (src / "blender_manifest.toml").write_text(broken)
     ok, output = build.validate(str(src))
     assert not ok and "blender_version_min" in output
+
+
+def test_zip_carries_alis_core_options_for_a_blender_without_alis_core(tmp_path):
+    repo = ADDON.parent
+    with zipfile.ZipFile(build.build(str(tmp_path / "dist"))) as zf:
+        for rel, src in build.SHARED_FILES.items():
+            assert zf.read(rel) == (repo / src).read_bytes(), rel  # verbatim copies
+        assert "_alis/__init__.py" in zf.namelist()
+        zf.extractall(tmp_path / "alis_sky")
+    # the unpacked extension, in a Python where alis_core, torch and bpy do not import
+    code = (
+        "import sys; sys.modules['alis_core'] = sys.modules['torch'] = sys.modules['bpy'] = None\n"
+        "import alis_sky.params, alis_sky.backend, alis_sky.shared\n"
+        "o = alis_sky.shared.options\n"
+        "assert o.__name__ == 'alis_sky._alis.options', o.__name__\n"
+        "assert alis_sky.params.SkyParams().psi == o.BLENDER.psi and alis_sky.backend.DEVICES == o.DEVICES\n"
+        "print(o.NOISE_MODES)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["('none',", "'const',", "'random')"]

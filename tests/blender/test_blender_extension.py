@@ -479,3 +479,15 @@ def test_modal_generate_cancels_with_esc(bpy, addon_prefs, fresh_world, tmp_path
     assert not context.window_manager.alis_sky_status.running
     assert fresh_world.node_tree is None or "ALIS Environment" not in fresh_world.node_tree.nodes
     assert any("cancelled" in message for _, message in op.reports)
+
+
+def test_ui_choices_and_ranges_come_from_alis_core_options(bpy, alis_extension, addon_prefs, fresh_world):
+    from alis_core import options
+
+    props = fresh_world.alis_sky.bl_rna.properties
+    assert (props["psi"].hard_min, props["psi"].hard_max) == pytest.approx((options.PSI_MIN, options.PSI_MAX))
+    assert props["psi"].default == pytest.approx(options.BLENDER.psi) and props["anchors"].default == options.BLENDER.anchors
+    assert tuple(item.identifier for item in props["noise_mode"].enum_items) == options.NOISE_MODES
+    assert props["noise_mode"].default == "none"
+    devices = addon_prefs.bl_rna.properties["device"]
+    assert tuple(item.identifier for item in devices.enum_items) == options.DEVICES and devices.default == "auto"
