@@ -72,7 +72,7 @@ def test_tiles_stream_with_an_index(tmp_path, tiny_checkpoint):
     (["--noise", "loud"], "--noise must be"),
     (["--anchors", "1", "--wrap"], "at least 2 anchors"),
     (["--seeds", "1,a"], "'a' is not an integer"),
-    (["--equirect", "sky.jpg"], "--equirect sky.jpg"),
+    (["--equirect", "sky.tif"], "--equirect sky.tif"),
 ])
 def test_bad_generate_inputs(args, needle, tiny_checkpoint, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
