@@ -109,10 +109,10 @@ class PanoramaPlan:
 def _noise_seed(noise_seed: int, seed: int | None) -> int:
     """The noise seed, accepting the deprecated name `seed` (which read like the scene's seed)."""
     if seed is not None:
-        warnings.warn("panorama(seed=...) is now noise_seed=... (the seed of the noise, not of the "
-                      "scene: anchors carry the scene)", DeprecationWarning, stacklevel=3)
         if noise_seed not in (0, seed):
             raise AlisError(f"give the noise seed once: noise_seed={noise_seed} and seed={seed} disagree")
+        warnings.warn("panorama(seed=...) is now noise_seed=... (the seed of the noise, not of the "
+                      "scene: anchors carry the scene)", DeprecationWarning, stacklevel=3)
         noise_seed = seed
     try:
         value = operator.index(noise_seed)  # ints and numpy integers, not floats
