@@ -274,7 +274,6 @@ def cmd_generate(a) -> int:
 
     strip = panorama(G, anchors, width=a.width, progress=ProgressReporter(label, a.progress_format), **kwargs)
     _check_finite(strip)
-    assert strip.shape[2] == width
     strip01 = to_unit(strip)
     meta = {"Software": "alis", "alis": json.dumps({
         "seed": a.seed, "seeds": a.seeds, "anchors": k, "wrap": wrap, "psi": a.psi, "noise": a.noise,

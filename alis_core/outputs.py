@@ -227,7 +227,7 @@ class FolderLock:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(me, f)
             return self
-        raise AlisError(f"{self.option}: cannot take the lock {self.path}; delete it if no alis run is using the folder")
+        raise AlisError(f"{self.option}: cannot take the lock {self.path}; delete it if no alis run uses the folder")
 
     def _owner(self) -> dict | None:
         try:

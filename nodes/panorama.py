@@ -170,7 +170,8 @@ PANORAMA = NodeSpec(
               tooltip="Frames generated at once; lower it if you run out of memory."),
         Param("noise_seed", "INT", default=0, min=0, max=SEED_MAX,
               tooltip="Seed for noise_mode 'random'; ignored otherwise."),
-        Param("patch_context", "BOOLEAN", default=DEFAULTS.context, optional=True,  # optional: prompts saved before it still run
+        # optional: prompts saved before it existed still run
+        Param("patch_context", "BOOLEAN", default=DEFAULTS.context, optional=True,
               tooltip="Compute each batch of patches together with its neighbouring columns, so that no "
                       "patch grid shows (every column as if the panorama were one image). Off: every patch "
                       "on its own, as in the paper (the official model's exact pixels)."),
