@@ -196,3 +196,38 @@ def test_bad_input_through_the_module_entry_point(args, needle, workdir, tiny_ch
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], r.stderr
     assert not (workdir / "panorama.png").exists() and not (workdir / "e.png").exists()
+
+
+def test_replace_rule_for_the_projects_own_json_and_text_files(tmp_path):
+    """alis_core.outputs: content decides; JSON and text files we write carry a marker naming their kind."""
+    from alis_core import outputs
+    index, readme = tmp_path / "index.json", tmp_path / "README.txt"
+    outputs.write_json(index, {"tiles": []}, "tiles")
+    outputs.write_text(readme, "how to use these files\n", "readme")
+    assert outputs.sniff_kind(index) == "tiles" and outputs.sniff_kind(readme) == "readme"
+    assert outputs.check_replaceable(index, "tiles") == index  # ours, same kind: replaceable
+    assert outputs.check_replaceable(readme, "readme") == readme
+    with pytest.raises(alis_core.AlisError, match="already exists and is a tiles"):
+        outputs.check_replaceable(index, "sidecar")  # ours, but another kind
+    users = tmp_path / "users.json"
+    users.write_text('{"alis_outputx": "tiles"}')
+    with pytest.raises(alis_core.AlisError, match="a file this command did not write.*--force"):
+        outputs.check_replaceable(users, "tiles")
+    assert outputs.check_replaceable(users, "tiles", force=True) == users
+    ckpt = tmp_path / "c.bin"
+    alis_core.save_generator(alis_core.Generator(alis_core.GeneratorConfig.tiny()), ckpt)
+    with pytest.raises(alis_core.AlisError, match="is a checkpoint"):
+        outputs.check_replaceable(ckpt, "checkpoint")  # even a checkpoint over a checkpoint needs force
+    assert not list(tmp_path.glob(".*tmp*"))  # atomic writers leave no temporary files
+
+
+def test_save_functions_refuse_non_finite_images(tmp_path):
+    from alis_core.image import save_float_image, save_image, save_png
+    img = torch.full((3, 4, 4), 0.5)
+    img[1, 2, 3] = float("nan")
+    for save, name in ((save_png, "a.png"), (save_float_image, "a.hdr"), (save_image, "a.jpg")):
+        with pytest.raises(alis_core.AlisError, match="1 NaN or infinite values; nothing was written"):
+            save(tmp_path / name, img)
+    with pytest.raises(alis_core.AlisError, match="8 bits per channel"):
+        save_image(tmp_path / "a.webp", img.nan_to_num(), bits=16)
+    assert not list(tmp_path.iterdir())
