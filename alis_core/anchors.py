@@ -12,25 +12,22 @@ import torch
 from torch import Tensor
 
 from .errors import AlisError
-
-
-def _check_psi(truncation_psi: float) -> float:
-    psi = float(truncation_psi)
-    if not 0.0 <= psi <= 2.0:
-        raise AlisError(f"truncation psi must be within [0, 2] (1 = no truncation, 0.7 = typical), got {psi}")
-    return psi
+from .options import MAX_ANCHORS, check_psi
 
 
 def sample_latents(z_dim: int, num: int, seed: int) -> Tensor:
     """z [num, z_dim] ~ N(0, I) from one seed, drawn on the CPU."""
-    g = torch.Generator("cpu").manual_seed(int(seed))
+    try:
+        g = torch.Generator("cpu").manual_seed(int(seed))
+    except (RuntimeError, OverflowError, TypeError, ValueError):  # torch takes 64-bit seeds only
+        raise AlisError(f"seed must be an integer in [0, 2**64 - 1], got {seed!r}") from None
     return torch.randn([num, z_dim], generator=g)
 
 
 @torch.no_grad()
 def latents_to_anchors(G, z: Tensor, truncation_psi: float = 1.0) -> Tensor:
     """z [K, z_dim] -> anchors w [K, w_dim] (CPU float32)."""
-    psi = _check_psi(truncation_psi)
+    psi = check_psi(truncation_psi)
     if z.ndim != 2 or z.shape[1] != G.z_dim:
         raise AlisError(f"latents must be [K, {G.z_dim}], got {list(z.shape)}")
     return G.map(z.to(G.device), truncation_psi=psi).float().cpu()
@@ -38,8 +35,8 @@ def latents_to_anchors(G, z: Tensor, truncation_psi: float = 1.0) -> Tensor:
 
 def sample_anchors(G, num_anchors: int, seed: int, truncation_psi: float = 1.0) -> Tensor:
     """K anchors from one seed: [K, w_dim]."""
-    if int(num_anchors) < 1:
-        raise AlisError(f"the number of anchors must be >= 1, got {num_anchors}")
+    if not 1 <= int(num_anchors) <= MAX_ANCHORS:
+        raise AlisError(f"the number of anchors must be within 1..{MAX_ANCHORS}, got {num_anchors}")
     return latents_to_anchors(G, sample_latents(G.z_dim, int(num_anchors), seed), truncation_psi)
 
 
@@ -47,6 +44,8 @@ def anchors_from_seeds(G, seeds: Sequence[int], truncation_psi: float = 1.0) -> 
     """One anchor per seed, in order ("scene 12, then 7, then 99"): [len(seeds), w_dim]."""
     if len(seeds) == 0:
         raise AlisError("the seed list is empty; give at least one seed, e.g. --seeds 12,7,99")
+    if len(seeds) > MAX_ANCHORS:
+        raise AlisError(f"the seed list holds {len(seeds)} seeds, more than {MAX_ANCHORS} anchors")
     z = torch.cat([sample_latents(G.z_dim, 1, s) for s in seeds])
     return latents_to_anchors(G, z, truncation_psi)
 

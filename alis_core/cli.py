@@ -2,21 +2,23 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
 import os
+import re
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
-
+from . import options, outputs
 from .errors import AlisError
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEVICES = ("auto", "cpu", "cuda", "mps")
+# The CLI's defaults (options.CLI): psi 1, 6 anchors, the fast formulation, patch context on.
+DEFAULTS = options.CLI
+MAX_BATCH = 1024  # patches per forward pass; more only asks for memory
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -41,21 +43,9 @@ def run_main(run_fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] 
         return 130
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' picks CUDA, then Apple MPS, then the CPU; an unavailable device is a clear error."""
-    if name not in DEVICES:
-        raise AlisError(f"--device must be one of {', '.join(DEVICES)}, got {name!r}")
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AlisError("--device cuda: no CUDA GPU is visible to this PyTorch; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise AlisError("--device mps: Apple MPS is not available here; use --device cpu or auto")
-    return torch.device(name)
+def resolve_device(name: str):
+    """'auto' picks CUDA, then Apple MPS, then the CPU (options.resolve_device, naming --device)."""
+    return options.resolve_device(name, "--device")
 
 
 class ProgressReporter:
@@ -86,41 +76,43 @@ class ProgressReporter:
         self._last_pct = pct
 
 
-def _check_writable(path: Path, what: str) -> None:
-    parent = path if what.endswith("folder") else path.parent
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK):
-        raise AlisError(f"{what} {path} is not writable (check the folder and its permissions)")
-
-
 # ---------------------------------------------------------------------------------------------
 # alis generate
+
+IMAGE_NAMES = ".png, .jpg, .webp, .exr or .hdr"
+TILE_NAME = re.compile(r"tile_\d{5}\.png")
+TILES_VERSION = 1
+
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="render a panorama (and skybox files) from a checkpoint",
                        description="Render a panorama from anchors; with --wrap it closes into a 360° loop.")
     p.add_argument("--checkpoint", default=None, help="our .safetensors or an official .pkl (default: the bundled model)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the anchor latents (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the anchor latents, the scene (default 0)")
     p.add_argument("--seeds", default=None, help="one seed per anchor, e.g. 12,7,99 (overrides --seed/--anchors)")
-    p.add_argument("--anchors", type=int, default=None, help="number of anchors K (default: from --width, else 6)")
+    p.add_argument("--anchors", type=int, default=None,
+                   help=f"number of anchors K (default: from --width, else {DEFAULTS.anchors})")
     p.add_argument("--width", type=int, default=None, help="panorama width in pixels")
     p.add_argument("--wrap", action="store_true", help="close the panorama into a seamless 360° loop")
-    p.add_argument("--psi", type=float, default=1.0, help="truncation psi in [0, 2]: lower = tamer scenes (default 1)")
-    p.add_argument("--noise", default="none", help="noise mode: none, const or random (default none)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default auto)")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16 (default float32)")
+    p.add_argument("--psi", type=float, default=DEFAULTS.psi,
+                   help=f"truncation psi in [{options.PSI_MIN:g}, {options.PSI_MAX:g}]: lower = tamer scenes "
+                        f"(default {DEFAULTS.psi:g})")
+    p.add_argument("--noise", default="none", help=f"noise mode: {', '.join(options.NOISE_MODES)} (default none)")
+    p.add_argument("--noise-seed", type=int, default=None, help="seed of --noise random (default: --seed)")
+    p.add_argument("--device", default="auto", help=f"{', '.join(options.DEVICES)} (default auto)")
+    p.add_argument("--dtype", default="float32", help=f"{', '.join(options.DTYPE_NAMES)} (default float32)")
     p.add_argument("--batch-size", type=int, default=8, help="patches per forward pass (default 8)")
-    p.add_argument("--context", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--context", action=argparse.BooleanOptionalAction, default=DEFAULTS.context,
                    help="compute each batch of patches with its neighbouring columns, so that no patch grid "
                         "shows (default); --no-context: every patch on its own, as in the paper "
                         "(with --exact, the official model's pixels)")
     p.add_argument("--exact", action="store_true",
                    help="float32 in the official order of operations (slower; for parity checks)")
-    p.add_argument("--out", default=None, help="panorama strip PNG (default panorama.png if nothing else is asked)")
+    p.add_argument("--out", default=None,
+                   help=f"panorama strip, format from the extension: {IMAGE_NAMES} (float ones linear light); "
+                        "default panorama.png if nothing else is asked")
     p.add_argument("--bits", type=int, default=8, help="bits per channel of PNG outputs: 8 or 16")
-    p.add_argument("--equirect", default=None, help="equirectangular skybox: .png, .exr or .hdr (implies --wrap)")
+    p.add_argument("--equirect", default=None, help=f"equirectangular skybox: {IMAGE_NAMES} (implies --wrap)")
     p.add_argument("--horizon", type=float, default=0.5, help="equirect row of the horizon, 0 = top, 1 = bottom")
     p.add_argument("--cubemap", default=None, help="folder for six cube faces + a cross layout (implies --wrap)")
     p.add_argument("--strip-scale", type=float, default=1.0,
@@ -128,117 +120,274 @@ def _add_generate(sub) -> None:
     p.add_argument("--cap-blur", type=float, default=None, help="how fast the sky/ground fill blurs (default 2)")
     p.add_argument("--face-size", type=int, default=None, help="cube face size (default: equirect height / 2)")
     p.add_argument("--tiles", default=None, help="folder to stream the panorama into as tiles + index.json")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing files that are not outputs of this kind (and another panorama's tiles)")
     p.add_argument("--progress-format", default="bar", choices=["bar", "lines", "none"],
                    help="progress on stderr: a bar, `progress D/T` lines, or none")
     p.set_defaults(func=cmd_generate)
 
 
-def cmd_generate(a) -> int:
-    from . import anchors as anchors_mod
-    from .checkpoint import load_generator
-    from .image import save_float_image, save_png, to_unit
-    from .panorama import panorama, seam_score
+def _finite(value: float, option: str, low: float, high: float, low_open: bool = False) -> float:
+    """A float option within [low, high] ((low, high] with low_open); NaN and infinities refused."""
+    ok = math.isfinite(value) and (low < value if low_open else low <= value) and value <= high
+    if not ok:
+        span = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+        raise AlisError(f"{option} must be a number within {span}, got {value}")
+    return value
 
-    if a.noise not in ("none", "const", "random"):
-        raise AlisError(f"--noise must be none, const or random, got {a.noise!r}")
-    if a.dtype not in DTYPES:
-        raise AlisError(f"--dtype must be one of {', '.join(DTYPES)}, got {a.dtype!r}")
+
+def _int_in(value: int | None, option: str, low: int, high: int, what: str = "") -> None:
+    if value is not None and not low <= value <= high:
+        raise AlisError(f"{option} must be within {low}..{high}{what}, got {value}")
+
+
+def _check_generate_options(a) -> None:
+    """Every option that needs no checkpoint, checked before anything is loaded or written."""
+    options.check_noise_mode(a.noise, "--noise")
+    options.check_choice(a.dtype, options.DTYPE_NAMES, "--dtype")
+    options.check_choice(a.device, options.DEVICES, "--device")
+    options.check_psi(a.psi, "--psi")
+    options.check_seed(a.seed, "--seed")
+    if a.noise_seed is not None:
+        options.check_seed(a.noise_seed, "--noise-seed")
     if a.width is not None and a.width <= 0:
         raise AlisError(f"--width must be a positive number of pixels, got {a.width}")
-    if a.anchors is not None and a.anchors < 1:
-        raise AlisError(f"--anchors must be >= 1, got {a.anchors}")
-    if a.batch_size < 1:
-        raise AlisError(f"--batch-size must be >= 1, got {a.batch_size}")
+    _int_in(a.anchors, "--anchors", 1, options.MAX_ANCHORS)
+    _int_in(a.batch_size, "--batch-size", 1, MAX_BATCH)
     if a.bits not in (8, 16):
         raise AlisError(f"--bits must be 8 or 16, got {a.bits}")
-    if not 0.0 <= a.psi <= 2.0:
-        raise AlisError(f"--psi must be within [0, 2] (1 = no truncation, 0.7 = typical), got {a.psi}")
-    wrap = a.wrap or a.equirect is not None or a.cubemap is not None
-    if a.equirect and Path(a.equirect).suffix.lower() not in (".png", ".exr", ".hdr"):
-        raise AlisError(f"--equirect {a.equirect}: use a .png, .exr or .hdr file name")
-    out = a.out
-    if not any([out, a.equirect, a.cubemap, a.tiles]):
-        out = "panorama.png"
-    for path, what in ((out, "--out file"), (a.equirect, "--equirect file"),
-                       (a.cubemap, "--cubemap folder"), (a.tiles, "--tiles folder")):
-        if path:
-            _check_writable(Path(path), what)
-    device = resolve_device(a.device)
-    G = load_generator(a.checkpoint, device=device, dtype=DTYPES[a.dtype], fast=not a.exact)
-    spacing = G.anchor_spacing
-
+    _finite(a.horizon, "--horizon", 0.0, 1.0)
+    _finite(a.strip_scale, "--strip-scale", 0.0, 64.0, low_open=True)
+    if a.cap_blur is not None:
+        _finite(a.cap_blur, "--cap-blur", 0.0, 1000.0)
+    if a.face_size is not None and a.face_size < 1:
+        raise AlisError(f"--face-size must be a positive number of pixels, got {a.face_size}")
     if a.seeds is not None:
-        seeds = anchors_mod.parse_seed_list(a.seeds)
-        anchors = anchors_mod.anchors_from_seeds(G, seeds, a.psi)
-    else:
-        k = a.anchors
-        if k is None:
-            k = max(2, math.ceil(a.width / spacing) + (0 if wrap else 1)) if a.width else 6
-        anchors = anchors_mod.sample_anchors(G, k, a.seed, a.psi)
-    k = anchors.shape[0]
-    natural = (k if wrap else k - 1) * spacing
+        from .anchors import parse_seed_list
+        a.seed_list = [options.check_seed(s, "--seeds entry") for s in parse_seed_list(a.seeds)]
+        _int_in(len(a.seed_list), "the number of --seeds", 1, options.MAX_ANCHORS)
+    if a.out:
+        outputs.check_image_path(a.out, a.bits, "--out")
+        outputs.check_replaceable(a.out, "image", a.force, "--out")
+    if a.equirect:
+        outputs.check_image_path(a.equirect, a.bits, "--equirect")
+        outputs.check_replaceable(a.equirect, "image", a.force, "--equirect")
+    if a.cubemap:
+        folder = outputs.check_folder(a.cubemap, "--cubemap folder")
+        for name in _cubemap_files():
+            outputs.check_replaceable(folder / name, "image", a.force, "--cubemap file")
+    if a.tiles:
+        outputs.check_folder(a.tiles, "--tiles folder")
+    paths = [Path(p).resolve() for p in (a.out, a.equirect) if p]
+    if len(set(paths)) < len(paths):
+        raise AlisError(f"--out and --equirect name the same file {a.out}; give each its own name")
+
+
+def _cubemap_files() -> list[str]:
+    from .projection import CUBE_FACE_FILES
+    return [f"{name}.png" for name in CUBE_FACE_FILES] + ["cross.png"]
+
+
+def _check_geometry(a, G, k: int, wrap: bool) -> int:
+    """Bounds that need the checkpoint: width vs anchors, equirect rows, memory. -> the strip width."""
+    spacing, height = G.anchor_spacing, G.img_resolution
+    natural = options.natural_width(k, spacing, wrap)
     if a.width is not None and not wrap and a.width > natural:
         raise AlisError(f"--width {a.width} exceeds the {natural} px that {k} anchors give "
                         f"({spacing} px each); raise --anchors or drop it to let --width choose")
+    width = natural if a.width is None else a.width
+    skybox = a.equirect or a.cubemap
+    if skybox:
+        if width % 2 or width < 8:
+            raise AlisError(f"--width {width}: a skybox needs an even strip width of 8 px or more")
+        # strip_to_equirect's own bound, checked before rendering: a pole row must stay free.
+        rows, out_h = max(1, round(height * a.strip_scale)), width // 2
+        top = round(a.horizon * out_h - 0.5 * rows)
+        if top < 1 or top + rows > out_h - 1:
+            raise AlisError(f"--strip-scale {a.strip_scale:g} / --horizon {a.horizon:g}: the {rows}-row strip does not "
+                            f"fit between the poles of a {out_h}-row equirect; lower --strip-scale, move --horizon "
+                            "nearer 0.5 or raise --width")
+    needed = 0
+    if a.out or skybox:
+        needed += outputs.strip_bytes(height, width)
+    if skybox:
+        needed += outputs.equirect_bytes(width)
+    if a.cubemap:
+        needed += outputs.cubemap_bytes(a.face_size or width // 4)
+    what = f"a {width} x {height} px panorama" + (" with its skybox" if skybox else "")
+    if a.face_size:
+        what += f" (--face-size {a.face_size})"
+    outputs.check_memory(needed, what, "lower --width/--anchors/--face-size, or stream the strip with --tiles DIR")
+    return width
+
+
+def _anchor_count(a, spacing: int, wrap: bool) -> int:
+    if a.seeds is not None:
+        return len(a.seed_list)
+    if a.anchors is not None:
+        return a.anchors
+    if a.width is None:
+        return DEFAULTS.anchors
+    k = options.anchors_for_width(a.width, spacing, wrap)
+    if k > options.MAX_ANCHORS:
+        limit = options.natural_width(options.MAX_ANCHORS, spacing, wrap)
+        raise AlisError(f"--width {a.width} needs {k} anchors of {spacing} px, more than {options.MAX_ANCHORS}; "
+                        f"use a width up to {limit}")
+    return k
+
+
+def cmd_generate(a) -> int:
+    from . import anchors as anchors_mod
+    from .checkpoint import load_generator
+    from .image import save_image, to_unit
+    from .panorama import panorama, seam_score
+
+    wrap = a.wrap or a.equirect is not None or a.cubemap is not None
+    if not any([a.out, a.equirect, a.cubemap, a.tiles]):
+        a.out = "panorama.png"
+    _check_generate_options(a)
+    noise_seed = a.seed if a.noise_seed is None else a.noise_seed
+    device = resolve_device(a.device)
+    G = load_generator(a.checkpoint, device=device, dtype=options.torch_dtype(a.dtype, "--dtype"),
+                       fast=DEFAULTS.fast and not a.exact)
+    spacing = G.anchor_spacing
+    k = _anchor_count(a, spacing, wrap)
+    if k < 2:
+        raise AlisError(f"a {'wrapping ' if wrap else ''}panorama needs at least 2 anchors, got {k}; "
+                        "raise --anchors or give more --seeds")
+    width = _check_geometry(a, G, k, wrap)
+    tile_set = _TileSet(Path(a.tiles), _provenance(a, G, k, wrap, noise_seed), a.force) if a.tiles else None
+
+    if a.seeds is not None:
+        anchors = anchors_mod.anchors_from_seeds(G, a.seed_list, a.psi)
+    else:
+        anchors = anchors_mod.sample_anchors(G, k, a.seed, a.psi)
     label = "alis generate"
-    kwargs = dict(wrap=wrap, noise_mode=a.noise, batch_size=a.batch_size, seed=a.seed, context=a.context)
+    kwargs = dict(wrap=wrap, noise_mode=a.noise, batch_size=a.batch_size, noise_seed=noise_seed, context=a.context)
     written: list[str] = []
 
-    if a.tiles:
-        written += _write_tiles(G, anchors, Path(a.tiles), a, kwargs, ProgressReporter(label, a.progress_format))
-        if not any([out, a.equirect, a.cubemap]):
+    if tile_set is not None:
+        written += tile_set.write(G, anchors, a, kwargs, ProgressReporter(label, a.progress_format))
+        if not any([a.out, a.equirect, a.cubemap]):
             _report(written)
             return 0
 
     strip = panorama(G, anchors, width=a.width, progress=ProgressReporter(label, a.progress_format), **kwargs)
+    _check_finite(strip)
     strip01 = to_unit(strip)
-    meta = {"Software": "alis", "alis": json.dumps({"seed": a.seed, "seeds": a.seeds, "anchors": k, "wrap": wrap,
-                                                    "psi": a.psi, "noise": a.noise, "context": a.context,
-                                                    "checkpoint": Path(a.checkpoint).name if a.checkpoint else "default"})}
-    if out:
-        written.append(str(save_png(out, strip01, bits=a.bits, text=meta)))
-    if wrap:
+    meta = {"Software": "alis", "alis": json.dumps({
+        "seed": a.seed, "seeds": a.seeds, "anchors": k, "wrap": wrap, "psi": a.psi, "noise": a.noise,
+        "noise_seed": noise_seed, "context": a.context,
+        "checkpoint": Path(a.checkpoint).name if a.checkpoint else "default"})}
+    if a.out:
+        written.append(str(save_image(a.out, strip01, bits=a.bits, text=meta)))
+    if wrap and width > 2 * G.config.patch_width:  # the score compares the seam with interior patch edges
         score = seam_score(strip, G.config.patch_width)
         print(f"seam score {score:.3f} (1 = the 360° seam looks like any patch boundary)", file=sys.stderr)
     if a.equirect or a.cubemap:
-        from .projection import CUBE_FACE_FILES, cubemap_layout, equirect_to_cubemap, strip_to_equirect
+        from .projection import cubemap_layout, equirect_to_cubemap, strip_to_equirect
         extra = {} if a.cap_blur is None else {"cap_blur": a.cap_blur}
         eq = strip_to_equirect(strip01, horizon=a.horizon, strip_scale=a.strip_scale, **extra).clamp(0, 1)
         if a.equirect:
-            path = Path(a.equirect)
-            if path.suffix.lower() == ".png":
-                written.append(str(save_png(path, eq, bits=a.bits, text=meta)))
-            else:
-                written.append(str(save_float_image(path, eq)))
+            written.append(str(save_image(a.equirect, eq, bits=a.bits, text=meta)))
         if a.cubemap:
             face = a.face_size or eq.shape[1] // 2
             faces = equirect_to_cubemap(eq, face).clamp(0, 1)
-            folder = Path(a.cubemap)
-            for name, f in zip(CUBE_FACE_FILES, faces):
-                written.append(str(save_png(folder / f"{name}.png", f, bits=a.bits)))
-            written.append(str(save_png(folder / "cross.png", cubemap_layout(faces, "cross"), bits=a.bits)))
+            files = _cubemap_files()
+            for name, f in zip(files, faces):
+                written.append(str(save_image(Path(a.cubemap) / name, f, bits=a.bits)))
+            written.append(str(save_image(Path(a.cubemap) / files[-1], cubemap_layout(faces, "cross"), bits=a.bits)))
     _report(written)
     return 0
 
 
-def _write_tiles(G, anchors, folder: Path, a, kwargs, progress) -> list[str]:
-    """Stream the panorama into PNG tiles; index.json says where each tile goes."""
-    from .image import save_png, to_unit
-    from .panorama import iter_panorama
+def _check_finite(tile) -> None:
+    import torch
+    if not bool(torch.isfinite(tile).all()):
+        raise AlisError("the rendered panorama holds NaN or infinite values (broken checkpoint weights, or a "
+                        "float16 overflow); nothing more was written: try --dtype float32 or another checkpoint")
 
-    folder.mkdir(parents=True, exist_ok=True)
-    tiles, x = [], 0
-    for i, tile in enumerate(iter_panorama(G, anchors, width=a.width if not kwargs["wrap"] else None,
-                                           progress=progress, **kwargs)):
-        name = f"tile_{i:05d}.png"
-        save_png(folder / name, to_unit(tile), bits=a.bits)
-        tiles.append({"file": name, "x": x, "width": tile.shape[2]})
-        x += tile.shape[2]
-    index = {"height": G.img_resolution, "width": x, "wrap": kwargs["wrap"], "tiles": tiles}
-    tmp = folder / ".index.json.tmp"
-    tmp.write_text(json.dumps(index, indent=1))
-    tmp.replace(folder / "index.json")
-    return [str(folder / "index.json")]
+
+def _checkpoint_id(path: str | None) -> dict:
+    """Which checkpoint made a tile set: its name, size and modification time, hashed (a sha256 of
+    the whole file would cost seconds for the official models)."""
+    from .checkpoint import DEFAULT_CHECKPOINT
+    p = Path(path or DEFAULT_CHECKPOINT)
+    try:
+        st = p.stat()
+        key = f"{p.resolve().name}|{st.st_size}|{st.st_mtime_ns}"
+    except OSError:
+        key = str(p)
+    return {"name": p.name if path else "default", "id": hashlib.sha256(key.encode()).hexdigest()[:16]}
+
+
+def _provenance(a, G, k: int, wrap: bool, noise_seed: int) -> dict:
+    """What made a tile set: equal provenance, equal tiles (so a rerun may resume or overwrite)."""
+    from . import __version__
+    return {"checkpoint": _checkpoint_id(a.checkpoint), "seed": a.seed,
+            "seeds": a.seed_list if a.seeds is not None else None, "anchors": k, "psi": a.psi, "noise": a.noise,
+            "noise_seed": noise_seed, "wrap": wrap, "width": a.width if not wrap else None,
+            "context": a.context, "dtype": a.dtype, "exact": a.exact, "batch_size": a.batch_size, "bits": a.bits,
+            "height": G.img_resolution, "version": __version__}
+
+
+class _TileSet:
+    """A --tiles folder: one run at a time (a lock file), index.json written incomplete first and
+    complete last, and only this project's own tile files (tile_NNNNN.png) replaced or removed."""
+
+    def __init__(self, folder: Path, provenance: dict, force: bool):
+        self.folder, self.provenance, self.force = folder, provenance, force
+        self.index = folder / "index.json"
+        self.old_tiles: set[str] = set()
+        if not folder.is_dir():
+            return
+        old = None
+        if self.index.exists():
+            if outputs.sniff_kind(self.index) != "tiles" and not force:
+                raise AlisError(f"--tiles {folder}: its index.json was not written by alis generate; choose another "
+                                "folder, or pass --force to replace it")
+            try:
+                old = json.loads(self.index.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                old = None
+        on_disk = {p.name for p in folder.iterdir() if TILE_NAME.fullmatch(p.name)}
+        listed = {t.get("file") for t in (old or {}).get("tiles", []) if isinstance(t, dict)}
+        self.old_tiles = on_disk | {n for n in listed if isinstance(n, str) and TILE_NAME.fullmatch(n)}
+        same = isinstance(old, dict) and old.get("provenance") == provenance
+        if self.old_tiles and not same and not force:
+            raise AlisError(f"--tiles {folder} holds the tiles of another panorama (other checkpoint, seeds or "
+                            "options); choose another folder, or pass --force to replace them")
+        for name in sorted(on_disk):
+            if outputs.sniff_kind(folder / name) != "image" and not force:
+                raise AlisError(f"--tiles {folder}: {name} is not an image; move it away, or pass --force")
+
+    def write(self, G, anchors, a, kwargs, progress) -> list[str]:
+        from .image import save_png, to_unit
+        from .panorama import iter_panorama
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with outputs.FolderLock(self.folder, "--tiles folder") as lock:
+            if lock.stale:
+                print(f"warning: --tiles {self.folder}: replaced the lock of a run that is gone ({lock.stale})",
+                      file=sys.stderr)
+            self._write_index([], 0, complete=False)
+            tiles, x = [], 0
+            for i, tile in enumerate(iter_panorama(G, anchors, width=a.width if not kwargs["wrap"] else None,
+                                                   progress=progress, **kwargs)):
+                _check_finite(tile)
+                name = f"tile_{i:05d}.png"
+                save_png(self.folder / name, to_unit(tile), bits=a.bits)
+                tiles.append({"file": name, "x": x, "width": tile.shape[2]})
+                x += tile.shape[2]
+            for name in sorted(self.old_tiles - {t["file"] for t in tiles}):  # left over from a longer set
+                (self.folder / name).unlink(missing_ok=True)
+            self._write_index(tiles, x, complete=True)
+        return [str(self.index)]
+
+    def _write_index(self, tiles: list[dict], width: int, complete: bool) -> None:
+        outputs.write_json(self.index, {
+            "complete": complete, "height": self.provenance["height"], "width": width,
+            "wrap": self.provenance["wrap"], "tiles": tiles, "provenance": self.provenance}, "tiles")
 
 
 def _report(paths: Sequence[str]) -> None:
@@ -290,16 +439,24 @@ def _add_convert(sub) -> None:
     p.add_argument("dst", help="output .safetensors")
     p.add_argument("--with-discriminator", action="store_true", help="also import D (for fine-tuning)")
     p.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
+    p.add_argument("--force", action="store_true", help="replace an existing output file")
     p.set_defaults(func=cmd_convert)
 
 
 def cmd_convert(a) -> int:
+    import torch
+
     from .checkpoint import convert_official
     dst = Path(a.dst)
     if dst.suffix.lower() != ".safetensors":
         raise AlisError(f"output {dst} must end in .safetensors")
-    _check_writable(dst, "output file")
-    convert_official(a.src, dst, with_discriminator=a.with_discriminator,
+    src = Path(a.src)
+    if not src.is_file():
+        raise AlisError(f"source {src} is not a file; pass an official network-snapshot .pkl")
+    if dst.exists() and dst.resolve() == src.resolve():
+        raise AlisError(f"output {dst} is the source file; give another name")
+    outputs.check_replaceable(dst, "checkpoint", a.force, "output")  # a checkpoint is replaced only with --force
+    convert_official(src, dst, with_discriminator=a.with_discriminator,
                      dtype=torch.float16 if a.fp16 else None)
     print(f"wrote {dst}")
     return 0

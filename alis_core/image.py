@@ -35,7 +35,7 @@ Array = Union[torch.Tensor, np.ndarray]
 
 __all__ = [
     "to_unit", "from_unit", "chw_to_hwc", "hwc_to_chw", "srgb_to_linear", "linear_to_srgb",
-    "atomic_path", "save_png", "save_float_image", "load_image", "load_float_image",
+    "atomic_path", "save_image", "save_png", "save_float_image", "load_image", "load_float_image",
     "read_png_text",
 ]
 
@@ -138,6 +138,14 @@ def _to_numpy_chw(img: Array, name: str) -> np.ndarray:
     return img
 
 
+def _check_finite(img: np.ndarray, name: str) -> None:
+    """Refuse NaN and infinities: saved, they would silently become black or white pixels."""
+    if not np.isfinite(img).all():
+        bad = int(np.size(img) - np.count_nonzero(np.isfinite(img)))
+        raise AlisError(f"{name}: the image holds {bad} NaN or infinite values; nothing was written "
+                        "(check the checkpoint's weights, or use float32)")
+
+
 def _quantize(img01: np.ndarray, bits: int) -> np.ndarray:
     """[C, H, W] float [0, 1] -> [H, W, C] uint8/uint16, rounded to nearest."""
     peak = (1 << bits) - 1
@@ -165,6 +173,7 @@ def save_png(
     for key in text:
         if not 1 <= len(key) <= 79 or not _is_latin1(key):
             raise AlisError(f"save_png: PNG text key {key!r} must be 1-79 Latin-1 characters")
+    _check_finite(img, "save_png")
     pixels = _quantize(img, bits)
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -172,6 +181,44 @@ def save_png(
             _write_png8_pillow(tmp, pixels, text)
         else:
             tmp.write_bytes(_encode_png(pixels, 16, text))
+    return path
+
+
+def save_image(
+    path: Union[str, os.PathLike],
+    img01: Array,
+    bits: int = 8,
+    text: Mapping[str, object] | None = None,
+    quality: int = 95,
+) -> Path:
+    """Write a [C, H, W] image in [0, 1] in the format its extension names, atomically.
+
+    .png: ``save_png`` (8 or 16 bits, ``text`` chunks). .jpg/.jpeg, .webp: 8-bit sRGB through
+    Pillow (``quality``; JPEG drops alpha; ``text`` is not stored). .exr/.hdr: linear light
+    through ``save_float_image`` (RGB only). Any other extension, and 16 bits in a format that
+    holds 8, is an ``AlisError``. Returns the path written.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        return save_png(path, img01, bits=bits, text=text)
+    if suffix in (".exr", ".hdr"):
+        return save_float_image(path, img01)
+    if suffix not in (".jpg", ".jpeg", ".webp"):
+        raise AlisError(f"save_image: {path} must end in .png, .jpg, .jpeg, .webp, .exr or .hdr")
+    if bits != 8:
+        raise AlisError(f"save_image: {path.name} holds 8 bits per channel; use .png for {bits} bits")
+    from PIL import Image
+
+    img = _to_numpy_chw(img01, "save_image")
+    _check_finite(img, "save_image")
+    pixels = _quantize(img, 8)
+    if suffix != ".webp" and pixels.shape[2] == 4:
+        pixels = np.ascontiguousarray(pixels[..., :3])
+    mode = {1: "L", 3: "RGB", 4: "RGBA"}[pixels.shape[2]]
+    with atomic_path(path) as tmp:
+        Image.fromarray(pixels[..., 0] if mode == "L" else pixels, mode).save(
+            tmp, format="JPEG" if suffix != ".webp" else "WEBP", quality=int(quality))
     return path
 
 
@@ -335,6 +382,7 @@ def save_float_image(path: Union[str, os.PathLike], img01: Array, half: bool = F
     img = _to_numpy_chw(img01, "save_float_image")
     if img.shape[0] != 3:
         raise AlisError(f"save_float_image: expected an RGB image [3, H, W], got shape {img.shape}")
+    _check_finite(img, "save_float_image")
     linear = np.ascontiguousarray(chw_to_hwc(srgb_to_linear(np.clip(img, 0.0, None))), dtype=np.float32)
     if suffix == ".exr":
         exr = _import_openexr()

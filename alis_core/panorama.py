@@ -15,12 +15,15 @@ pixels (and the paper's independent patches) are context=False.
 from __future__ import annotations
 
 import math
+import operator
+import warnings
 from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import options
 from .errors import AlisError
 from .generator import CONTEXT_MARGIN
 
@@ -56,7 +59,7 @@ class PanoramaPlan:
         self.grid_size = cfg.grid_size
         self.patch_width = cfg.patch_width
         self.height = cfg.img_resolution
-        self.natural_width = self.num_intervals * self.ppi * self.patch_width
+        self.natural_width = options.natural_width(k, self.ppi * self.patch_width, wrap)
         if width is not None:
             width = int(width)
             if width <= 0:
@@ -103,20 +106,40 @@ class PanoramaPlan:
         return self.ws[idx].transpose(0, 1).unsqueeze(0), index - index % g, index % g
 
 
+def _noise_seed(noise_seed: int, seed: int | None) -> int:
+    """The noise seed, accepting the deprecated name `seed` (which read like the scene's seed)."""
+    if seed is not None:
+        if noise_seed not in (0, seed):
+            raise AlisError(f"give the noise seed once: noise_seed={noise_seed} and seed={seed} disagree")
+        warnings.warn("panorama(seed=...) is now noise_seed=... (the seed of the noise, not of the "
+                      "scene: anchors carry the scene)", DeprecationWarning, stacklevel=3)
+        noise_seed = seed
+    try:
+        value = operator.index(noise_seed)  # ints and numpy integers, not floats
+    except TypeError:
+        value = None
+    if value is None or isinstance(noise_seed, bool) or not -2 ** 63 <= value < 2 ** 64:  # what torch takes
+        raise AlisError(f"noise seed must be an integer in [0, 2**64 - 1], got {noise_seed!r}")
+    return value
+
+
 @torch.no_grad()
 def iter_panorama(G, anchors, wrap: bool = False, width: int | None = None, noise_mode: str = "none",
-                  batch_size: int = 8, progress: ProgressFn | None = None, seed: int = 0,
-                  context: bool = False) -> Iterator[Tensor]:
+                  batch_size: int = 8, progress: ProgressFn | None = None, noise_seed: int = 0,
+                  context: bool = False, *, seed: int | None = None) -> Iterator[Tensor]:
     """Yield consecutive column tiles [3, H, w_tile] (CPU float32, [-1, 1]) of the panorama.
 
     Memory does not grow with the width: each tile is `batch_size` patches. `progress(done, total)`
-    is called after each tile; it may raise to cancel. `context`: compute each tile as one strip
-    with its neighbouring columns (no patch grid; see the module notes) instead of patch by patch.
+    is called after each tile; it may raise to cancel. `noise_seed`: the seed of noise_mode
+    "random" (the scene comes from the anchors); `seed` is its former, deprecated name.
+    `context`: compute each tile as one strip with its neighbouring columns (no patch grid; see
+    the module notes) instead of patch by patch.
     """
+    noise_seed = _noise_seed(noise_seed, seed)
     plan = PanoramaPlan(G, anchors, wrap, width)
     if int(batch_size) < 1:
         raise AlisError(f"batch size must be >= 1, got {batch_size}")
-    gen = torch.Generator("cpu").manual_seed(int(seed))
+    gen = torch.Generator("cpu").manual_seed(noise_seed)
     emitted = 0
     for start in range(0, plan.num_patches, int(batch_size)):
         patches = range(start, min(start + int(batch_size), plan.num_patches))
@@ -136,16 +159,18 @@ def iter_panorama(G, anchors, wrap: bool = False, width: int | None = None, nois
 
 
 def panorama(G, anchors, wrap: bool = False, width: int | None = None, noise_mode: str = "none",
-             batch_size: int = 8, progress: ProgressFn | None = None, seed: int = 0,
-             context: bool = False) -> Tensor:
+             batch_size: int = 8, progress: ProgressFn | None = None, noise_seed: int = 0,
+             context: bool = False, *, seed: int | None = None) -> Tensor:
     """The whole panorama [3, H, W] (CPU float32, [-1, 1]).
 
     K anchors give (K-1) * anchor_spacing columns, or K * anchor_spacing with wrap=True.
     `width` crops a non-wrapping panorama; with wrap=True a width other than the natural one is
-    reached by resampling the closed loop circularly, which keeps it seamless.
+    reached by resampling the closed loop circularly, which keeps it seamless. `noise_seed`
+    seeds noise_mode "random" (`seed` is its former, deprecated name).
     """
+    noise_seed = _noise_seed(noise_seed, seed)
     natural = None if wrap else width
-    tiles = list(iter_panorama(G, anchors, wrap, natural, noise_mode, batch_size, progress, seed, context))
+    tiles = list(iter_panorama(G, anchors, wrap, natural, noise_mode, batch_size, progress, noise_seed, context))
     img = torch.cat(tiles, dim=2)
     if wrap and width is not None and int(width) != img.shape[2]:
         img = resample_loop(img, int(width))

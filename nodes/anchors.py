@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 import alis_core
+from alis_core import options
 
 from .errors import alis_errors_as_input_error, input_error
 from .loaders import AlisModel
@@ -13,7 +14,8 @@ from .spec import ALIS_ANCHORS, ALIS_MODEL, SEED_MAX, NodeSpec, Out, Param
 
 NODE = "ALIS Anchors"
 JOIN_NODE = "ALIS Join Anchors"
-MAX_ANCHORS = 4096
+MAX_ANCHORS = options.MAX_ANCHORS
+DEFAULTS = options.COMFYUI
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,9 +43,16 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def make_anchors(model: AlisModel, seed: int, num_anchors: int, psi: float = 0.7, seeds: str = "") -> AlisAnchors:
+def make_anchors(model: AlisModel, seed: int, num_anchors: int, psi: float = DEFAULTS.psi,
+                 seeds: str = "") -> AlisAnchors:
     """Node function: `num_anchors` anchors drawn from `seed`, or one anchor per seed of `seeds`."""
+    with alis_errors_as_input_error(NODE, "psi"):
+        psi = options.check_psi(psi, "psi")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise input_error(NODE, "seed", f"got {seed!r}; use an integer 0..2^64-1")
     explicit = parse_seeds(seeds)
+    if len(explicit) > MAX_ANCHORS:
+        raise input_error(NODE, "seeds", f"{len(explicit)} seeds is more than {MAX_ANCHORS} anchors; give fewer")
     if not explicit and not 1 <= num_anchors <= MAX_ANCHORS:
         raise input_error(NODE, "num_anchors", f"got {num_anchors}; use 1..{MAX_ANCHORS} "
                           "(a panorama needs at least 2, a 360° loop at least 2)")
@@ -79,10 +88,10 @@ ANCHORS = NodeSpec(
         Param("model", ALIS_MODEL, tooltip="The generator from Load ALIS Checkpoint (maps seeds to latents)."),
         Param("seed", "INT", default=0, min=0, max=SEED_MAX, control_after_generate=True,
               tooltip="Random seed for the anchors; the same seed gives the same landscape."),
-        Param("num_anchors", "INT", default=8, min=1, max=MAX_ANCHORS,
+        Param("num_anchors", "INT", default=DEFAULTS.anchors, min=1, max=MAX_ANCHORS,
               tooltip="How many anchors (scenes). Width is (anchors - 1) x spacing, or anchors x spacing "
                       "with wrap on."),
-        Param("psi", "FLOAT", default=0.7, min=0.0, max=2.0, step=0.05,
+        Param("psi", "FLOAT", default=DEFAULTS.psi, min=options.PSI_MIN, max=options.PSI_MAX, step=0.05,
               tooltip="Truncation psi: lower is more typical and less varied, 1.0 is untruncated."),
         Param("seeds", "STRING", default="", multiline=False,
               tooltip="Optional explicit seed list, one anchor per seed, e.g. '12, 7, 99'. "

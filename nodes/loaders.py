@@ -13,6 +13,7 @@ from typing import Iterator, Sequence
 import torch
 
 import alis_core
+from alis_core import options
 from alis_core.errors import AlisError
 
 from .errors import input_error
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 NODE = "Load ALIS Checkpoint"
 BUNDLED = "default (bundled)"  # combo entry for alis_core.DEFAULT_CHECKPOINT
 CHECKPOINT_EXTENSIONS = (".safetensors", ".pkl")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DEFAULTS = options.COMFYUI
 
 
 @dataclass(eq=False)
@@ -82,9 +83,16 @@ def checkpoint_names(folders: Sequence[str | os.PathLike]) -> list[str]:
         if not root.is_dir():
             continue
         for path in root.rglob("*"):
-            if path.suffix.lower() in CHECKPOINT_EXTENSIONS and path.is_file():
+            if _loadable(root, path):
                 names.add(path.relative_to(root).as_posix())
     return [BUNDLED, *sorted(names)]
+
+
+def _loadable(root: Path, path: Path) -> bool:
+    """A checkpoint file inside `root` by name: a regular file, or a symlink placed there that points
+    to one (a common way to share model files). Names that climb out ("../x.pkl") are not."""
+    inside = os.path.normpath(root / path).startswith(os.path.normpath(root) + os.sep)
+    return inside and path.suffix.lower() in CHECKPOINT_EXTENSIONS and path.is_file()
 
 
 def resolve_checkpoint(ckpt_name: str, folders: Sequence[str | os.PathLike]) -> Path:
@@ -98,24 +106,22 @@ def resolve_checkpoint(ckpt_name: str, folders: Sequence[str | os.PathLike]) -> 
     for folder in folders:
         root = Path(folder)
         path = root / ckpt_name
-        # Refuse names that climb out of the model folder ("../x.pkl").
-        if path.is_file() and path.resolve().is_relative_to(root.resolve()) \
-                and path.suffix.lower() in CHECKPOINT_EXTENSIONS:
+        if _loadable(root, path):  # exactly what checkpoint_names lists
             return path
     raise input_error(NODE, "ckpt_name", f"'{ckpt_name}' is not in models/alis/; "
                       "put the file there (or in an 'alis:' entry of extra_model_paths.yaml) and refresh")
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu", dtype: str = "float32",
-                    offload_device: str | torch.device | None = None, fast: bool = True) -> AlisModel:
+                    offload_device: str | torch.device | None = None, fast: bool = DEFAULTS.fast) -> AlisModel:
     """Load a generator file once (later calls reuse it while it is alive); returns ALIS_MODEL.
 
     path: .safetensors or official .pkl (read by alis_core.load_generator without running pickled code).
     device: where generation runs; offload_device: where the weights rest (default: `device`).
     fast: quicker float32 maths, about 1e-6 from the official order of operations.
     """
-    if dtype not in DTYPES:
-        raise input_error(NODE, "dtype", f"unknown dtype '{dtype}'; choose one of {', '.join(DTYPES)}")
+    if dtype not in options.DTYPE_NAMES:
+        raise input_error(NODE, "dtype", f"unknown dtype '{dtype}'; choose one of {', '.join(options.DTYPE_NAMES)}")
     device = torch.device(device)
     offload_device = torch.device(offload_device) if offload_device is not None else device
     path = Path(path)
@@ -130,7 +136,8 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
             return model
         try:
             with _normal_tensors():
-                generator = alis_core.load_generator(path, device=offload_device, dtype=DTYPES[dtype], fast=fast)
+                generator = alis_core.load_generator(path, device=offload_device, dtype=options.torch_dtype(dtype),
+                                                     fast=fast)
         except AlisError as e:
             raise input_error(NODE, "ckpt_name", f"{e}") from e
         except Exception as e:  # a truncated or foreign file can fail inside torch/safetensors/pickle
@@ -143,7 +150,7 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
         return model
 
 
-def load_named_checkpoint(ckpt_name: str, dtype: str = "float32", fast: bool = True, *,
+def load_named_checkpoint(ckpt_name: str, dtype: str = "float32", fast: bool = DEFAULTS.fast, *,
                           folders: Sequence[str | os.PathLike] = (),
                           device: str | torch.device = "cpu",
                           offload_device: str | torch.device | None = None) -> AlisModel:
@@ -161,10 +168,10 @@ LOAD_CHECKPOINT = NodeSpec(
         Param("ckpt_name", "COMBO", options_from="alis_checkpoints",
               tooltip="Generator file from models/alis/ (or an 'alis:' path in extra_model_paths.yaml); "
                       "'default (bundled)' is the checkpoint shipped with the pack."),
-        Param("dtype", "COMBO", options=tuple(DTYPES), default="float32",
+        Param("dtype", "COMBO", options=options.DTYPE_NAMES, default="float32",
               tooltip="Compute precision (weights stay float32). float32 works everywhere; "
                       "float16/bfloat16 are faster on GPUs."),
-        Param("fast", "BOOLEAN", default=True,
+        Param("fast", "BOOLEAN", default=DEFAULTS.fast,
               tooltip="Faster float32 maths (channels-last, folded weights), about 1e-6 from the official "
                       "order of operations. Off: the exact official order. Reduced dtypes are always fast."),
     ),

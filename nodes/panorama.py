@@ -5,12 +5,14 @@ from the library's [3, H, W] in [-1, 1].
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import torch
 
 import alis_core
 from alis_core import image as alis_image
+from alis_core import options, outputs
 
 from .anchors import AlisAnchors
 from .errors import alis_errors_as_input_error, input_error
@@ -20,21 +22,23 @@ from .spec import ALIS_ANCHORS, ALIS_MODEL, SEED_MAX, NodeSpec, Out, Param
 NODE = "ALIS Panorama"
 SEAM_NODE = "ALIS Seam Check"
 SCROLL_NODE = "ALIS Scroll Frames"
-NOISE_MODES = ("none", "const", "random")
+NOISE_MODES = options.NOISE_MODES
+DEFAULTS = options.COMFYUI
 NATURAL_WIDTH = -1  # width input value meaning "as wide as the anchors reach"
 MAX_WIDTH = 1 << 20
+MAX_BATCH = 256
 
 Progress = Callable[[int, int], None]
 
 
 def natural_width(model: AlisModel, num_anchors: int, wrap: bool) -> int:
     """Columns K anchors span: K x spacing with wrap (a closed loop), else (K - 1) x spacing."""
-    return (num_anchors if wrap else num_anchors - 1) * model.anchor_spacing
+    return options.natural_width(num_anchors, model.anchor_spacing, wrap)
 
 
 def make_panorama(model: AlisModel, anchors: AlisAnchors, wrap: bool = True, width: int = NATURAL_WIDTH,
                   noise_mode: str = "none", batch_size: int = 8, noise_seed: int = 0,
-                  patch_context: bool = True, progress: Progress | None = None) -> torch.Tensor:
+                  patch_context: bool = DEFAULTS.context, progress: Progress | None = None) -> torch.Tensor:
     """Node function: one panorama -> IMAGE [1, H, W, 3] float32 in [0, 1] (CPU).
 
     progress(done, total) is called after every batch of frames and may raise to cancel.
@@ -47,32 +51,57 @@ def make_panorama(model: AlisModel, anchors: AlisAnchors, wrap: bool = True, wid
         need = "a 360° loop (wrap)" if wrap else "a panorama"
         raise input_error(NODE, "anchors", f"{need} needs at least 2 anchors, got {k}; "
                           "raise num_anchors in ALIS Anchors or join more anchors")
-    if width == 0 or width < NATURAL_WIDTH:
-        raise input_error(NODE, "width", f"got {width}; use a positive number of pixels, "
+    if width == 0 or not NATURAL_WIDTH <= width <= MAX_WIDTH:
+        raise input_error(NODE, "width", f"got {width}; use 1..{MAX_WIDTH} pixels, "
                           f"or {NATURAL_WIDTH} for the natural width of the anchors")
     if noise_mode not in NOISE_MODES:
         raise input_error(NODE, "noise_mode", f"unknown mode '{noise_mode}'; choose one of {', '.join(NOISE_MODES)}")
-    if batch_size < 1:
-        raise input_error(NODE, "batch_size", f"got {batch_size}; use 1 or more frames per batch")
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise input_error(NODE, "batch_size", f"got {batch_size}; use 1..{MAX_BATCH} frames per batch")
+    if isinstance(noise_seed, bool) or not isinstance(noise_seed, int) or not 0 <= noise_seed <= SEED_MAX:
+        raise input_error(NODE, "noise_seed", f"got {noise_seed!r}; use an integer 0..2^64-1")
     reach = natural_width(model, k, wrap)
     if not wrap and width > reach:  # with wrap, alis_core resamples the closed loop to any width
+        need = options.anchors_for_width(width, model.anchor_spacing, wrap)
         raise input_error(NODE, "width", f"{width} px is wider than {k} anchors reach ({reach} px); lower width, "
-                          f"set it to {NATURAL_WIDTH}, or raise num_anchors to {-(-width // model.anchor_spacing) + 1}")
+                          f"set it to {NATURAL_WIDTH}, or raise num_anchors to {need}")
+    out_width = reach if width == NATURAL_WIDTH else width
+    try:  # the panorama, its [0, 1] copy and ComfyUI's IMAGE are all held in memory
+        outputs.check_memory(outputs.strip_bytes(model.img_resolution, out_width),
+                             f"a {out_width} x {model.img_resolution} px panorama", "lower width or num_anchors")
+    except alis_core.AlisError as e:
+        raise input_error(NODE, "width" if width != NATURAL_WIDTH else "anchors", str(e)) from None
     with torch.no_grad(), model.on_device() as G:
         w = anchors.w.to(device=model.device)
         with alis_errors_as_input_error(NODE, "anchors"):
             img = alis_core.panorama(G, w, wrap=wrap, width=None if width == NATURAL_WIDTH else width,
                                      noise_mode=noise_mode, batch_size=batch_size, progress=progress,
-                                     seed=noise_seed, context=patch_context)  # [3, H, W] in [-1, 1]
+                                     noise_seed=noise_seed, context=patch_context)  # [3, H, W] in [-1, 1]
+    if not bool(torch.isfinite(img).all()):
+        raise input_error(NODE, "model", "the panorama came out with NaN or infinite values (broken weights, or a "
+                          "float16 overflow); load the checkpoint as float32 or pick another one")
     return alis_image.chw_to_hwc(alis_image.to_unit(img.float().cpu()))[None].contiguous()
 
 
 def check_image(node: str, input_name: str, image: torch.Tensor) -> None:
-    """Reject anything that is not a ComfyUI IMAGE [B, H, W, 3]."""
+    """Reject anything that is not a ComfyUI IMAGE [B, H, W, 3] of finite values."""
     if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] != 3 or 0 in image.shape:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise input_error(node, input_name, f"expected an RGB IMAGE [batch, height, width, 3], got {shape}; "
                           "connect an image output (e.g. ALIS Panorama)")
+    if not bool(torch.isfinite(image).all()):
+        raise input_error(node, input_name, "the image holds NaN or infinite values; check the node that made it")
+
+
+def check_float(node: str, input_name: str, value, low: float, high: float) -> float:
+    """A FLOAT input within its declared [low, high]; NaN and infinities refused."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not low <= x <= high:  # also False for NaN
+        raise input_error(node, input_name, f"got {value}; use a number within {low:g}..{high:g}")
+    return x
 
 
 def seam_check(image: torch.Tensor, columns: int = 16) -> tuple[float, torch.Tensor]:
@@ -137,11 +166,12 @@ PANORAMA = NodeSpec(
               tooltip="Per-pixel noise: 'none' = no noise (as the official panoramas; seamless, exact loop), "
                       "'const' = the model's fixed noise map (repeats every frame), "
                       "'random' = fresh noise from noise_seed."),
-        Param("batch_size", "INT", default=8, min=1, max=256,
+        Param("batch_size", "INT", default=8, min=1, max=MAX_BATCH,
               tooltip="Frames generated at once; lower it if you run out of memory."),
         Param("noise_seed", "INT", default=0, min=0, max=SEED_MAX,
               tooltip="Seed for noise_mode 'random'; ignored otherwise."),
-        Param("patch_context", "BOOLEAN", default=True, optional=True,  # optional: prompts saved before it still run
+        # optional: prompts saved before it existed still run
+        Param("patch_context", "BOOLEAN", default=DEFAULTS.context, optional=True,
               tooltip="Compute each batch of patches together with its neighbouring columns, so that no "
                       "patch grid shows (every column as if the panorama were one image). Off: every patch "
                       "on its own, as in the paper (the official model's exact pixels)."),

@@ -7,11 +7,12 @@ from typing import Callable, Mapping
 
 import torch
 
+from alis_core import AlisError
 from alis_core import image as alis_image
-from alis_core import projection
+from alis_core import outputs, projection
 
 from .errors import alis_errors_as_input_error, input_error
-from .panorama import check_image
+from .panorama import check_float, check_image
 from .spec import NodeSpec, Out, Param
 
 EQUIRECT_NODE = "ALIS Panorama to Equirect"
@@ -20,7 +21,7 @@ SAVE_NODE = "Save Skybox"
 FACE_NAMES = ("px", "nx", "py", "ny", "pz", "nz")  # projection order +X, -X, +Y, -Y, +Z, -Z
 FLOAT_FORMATS = ("hdr", "exr", "none")
 CUBEMAP_OUTPUTS = ("faces + cross", "faces", "cross", "none")
-MAX_FACE = 16384
+MAX_FACE = 8192  # 6 faces and a cross of 8192 px are already tens of GB while being sampled
 
 # (prefix, output_dir, width, height) -> (folder, filename, counter, subfolder, prefix),
 # the signature of ComfyUI's folder_paths.get_save_image_path.
@@ -31,9 +32,14 @@ def panorama_to_equirect(image: torch.Tensor, horizon: float = 0.5, strip_horizo
                          strip_scale: float = 1.0, cap_blur: float = 2.0) -> torch.Tensor:
     """Node function: 360° panoramas [B, H, W, 3] -> equirect skies [B, W/2, W, 3] (0..1)."""
     check_image(EQUIRECT_NODE, "image", image)
-    if image.shape[2] % 2:
-        raise input_error(EQUIRECT_NODE, "image", f"width {image.shape[2]} is odd; a 360° strip needs an even "
-                          "width (set an even width on ALIS Panorama)")
+    if image.shape[2] % 2 or image.shape[2] < 4:
+        raise input_error(EQUIRECT_NODE, "image", f"width {image.shape[2]} is odd or below 4 px; a 360° strip needs "
+                          "an even width (set an even width on ALIS Panorama)")
+    for name, value, (low, high) in (("horizon", horizon, (0.0, 1.0)), ("strip_horizon", strip_horizon, (0.0, 1.0)),
+                                     ("strip_scale", strip_scale, (0.05, 8.0)), ("cap_blur", cap_blur, (0.0, 8.0))):
+        check_float(EQUIRECT_NODE, name, value, low, high)  # the declared ranges of the inputs
+    _check_memory(EQUIRECT_NODE, "image", image.shape[0] * outputs.equirect_bytes(image.shape[2]),
+                  f"{image.shape[0]} equirect image(s) of {image.shape[2]} px", "use a narrower panorama")
     out = []
     for strip in alis_image.hwc_to_chw(image.float()):
         with alis_errors_as_input_error(EQUIRECT_NODE, "strip_scale"):
@@ -50,6 +56,22 @@ def check_equirect(node: str, image: torch.Tensor) -> None:
                           "ALIS Panorama to Equirect first (or resize it to width = 2 x height)")
 
 
+def _check_memory(node: str, input_name: str, needed: int, what: str, hint: str) -> None:
+    try:
+        outputs.check_memory(needed, what, hint)
+    except AlisError as e:
+        raise input_error(node, input_name, str(e)) from None
+
+
+def _check_face_size(node: str, face_size: int, image: torch.Tensor) -> int:
+    size = face_size or default_face_size(image)
+    if not 1 <= size <= MAX_FACE:
+        raise input_error(node, "face_size", f"got {face_size}; use 1..{MAX_FACE}, or 0 for width / 4")
+    _check_memory(node, "face_size", outputs.cubemap_bytes(size), f"a cube map of {size} px faces",
+                  "lower face_size")
+    return size
+
+
 def default_face_size(image: torch.Tensor) -> int:
     return max(1, image.shape[2] // 4)  # W / 4 keeps the equirect's resolution at the horizon
 
@@ -60,9 +82,7 @@ def equirect_to_cubemap(image: torch.Tensor, face_size: int = 0) -> tuple[torch.
     Faces come in the order +X, -X, +Y, -Y, +Z, -Z for each image; face_size 0 -> W / 4.
     """
     check_equirect(CUBEMAP_NODE, image)
-    size = face_size or default_face_size(image)
-    if not 1 <= size <= MAX_FACE:
-        raise input_error(CUBEMAP_NODE, "face_size", f"got {face_size}; use 1..{MAX_FACE}, or 0 for width / 4")
+    size = _check_face_size(CUBEMAP_NODE, face_size, image)
     faces, crosses = [], []
     for eq in alis_image.hwc_to_chw(image.float()):
         with alis_errors_as_input_error(CUBEMAP_NODE, "face_size"):
@@ -105,12 +125,16 @@ def save_skybox(image: torch.Tensor, filename_prefix: str = "ALIS/skybox", float
     if cubemap not in CUBEMAP_OUTPUTS:
         raise input_error(SAVE_NODE, "cubemap", f"unknown choice '{cubemap}'; "
                           f"choose one of {', '.join(CUBEMAP_OUTPUTS)}")
-    size = face_size or default_face_size(image)
-    if not 1 <= size <= MAX_FACE:
-        raise input_error(SAVE_NODE, "face_size", f"got {face_size}; use 1..{MAX_FACE}, or 0 for width / 4")
+    size = _check_face_size(SAVE_NODE, face_size, image) if cubemap != "none" else 0
     folder, filename, counter, subfolder, _ = save_path(filename_prefix, output_dir, image.shape[2], image.shape[1])
     os.makedirs(folder, exist_ok=True)
     written: list[dict[str, str]] = []
+    for i in range(image.shape[0]):  # never replace a file that is not an image (alis_core.outputs' rule)
+        stem = f"{filename}_{counter + i:05}_"
+        names = [".png", f".{float_format}", *[f"{n}.png" for n in FACE_NAMES], "cross.png"]
+        for name in names[:1] + names[1:2] * (float_format != "none") + names[2:] * (cubemap != "none"):
+            with alis_errors_as_input_error(SAVE_NODE, "filename_prefix"):
+                outputs.check_replaceable(Path(folder, stem + name), "image", option="file")
 
     def record(name: str, kind: str) -> None:
         written.append({"filename": name, "subfolder": subfolder, "kind": kind})
@@ -170,7 +194,8 @@ CUBEMAP = NodeSpec(
     inputs=(
         Param("image", "IMAGE", tooltip="A 2:1 equirect image, e.g. from ALIS Panorama to Equirect."),
         Param("face_size", "INT", default=0, min=0, max=MAX_FACE,
-              tooltip="Cube face size in pixels; 0 = equirect width / 4 (keeps horizon resolution)."),
+              tooltip="Cube face size in pixels; 0 = equirect width / 4 (keeps horizon resolution). "
+                      "Large faces need much memory while sampling (about 5 GB at 2880 px)."),
     ),
     outputs=(
         Out("faces", "IMAGE", "Six faces per input image: +X, -X, +Y, -Y, +Z, -Z."),

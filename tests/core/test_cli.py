@@ -72,7 +72,7 @@ def test_tiles_stream_with_an_index(tmp_path, tiny_checkpoint):
     (["--noise", "loud"], "--noise must be"),
     (["--anchors", "1", "--wrap"], "at least 2 anchors"),
     (["--seeds", "1,a"], "'a' is not an integer"),
-    (["--equirect", "sky.jpg"], "--equirect sky.jpg"),
+    (["--equirect", "sky.tif"], "--equirect sky.tif"),
 ])
 def test_bad_generate_inputs(args, needle, tiny_checkpoint, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -130,3 +130,139 @@ def test_info_says_whether_the_compiled_kernels_run(monkeypatch):
     monkeypatch.undo()
     monkeypatch.setenv(kernels.ENV, "0")
     assert not kernels.installed()
+
+
+# --- output formats and replacing files ---------------------------------------------------------
+
+GEN = ("generate", "--anchors", 2, "--seed", 3, "--progress-format", "none")
+
+
+@pytest.mark.parametrize("name, magic", [("p.jpg", b"\xff\xd8\xff"), ("p.jpeg", b"\xff\xd8\xff"),
+                                         ("p.webp", b"RIFF"), ("p.hdr", b"#?RADIANCE"), ("p.png", b"\x89PNG")])
+def test_out_format_follows_the_extension(name, magic, tmp_path, tiny_checkpoint, tiny_G):
+    assert run_cli(*GEN, "--checkpoint", tiny_checkpoint, "--out", tmp_path / name) == 0
+    assert (tmp_path / name).read_bytes()[:len(magic)] == magic
+    ref = alis_core.to_unit(alis_core.panorama(tiny_G, alis_core.sample_anchors(tiny_G, 2, 3), context=True))
+    if name.endswith(".hdr"):  # linear light
+        img = alis_core.linear_to_srgb(alis_core.load_float_image(tmp_path / name))
+        assert (img - ref).abs().mean() < 0.02
+    else:
+        img = alis_core.load_image(tmp_path / name)
+        assert img.shape == ref.shape and (img - ref).abs().mean() < (0.002 if name.endswith("png") else 0.05)
+
+
+def test_an_image_output_replaces_an_image_and_only_force_replaces_anything_else(tmp_path, tiny_checkpoint, capsys):
+    out = tmp_path / "p.png"
+    alis_core.save_png(out, torch.zeros(3, 4, 4))
+    assert run_cli(*GEN, "--checkpoint", tiny_checkpoint, "--out", out) == 0  # an image over an image
+    assert alis_core.load_image(out).shape == (3, 64, 128)
+    precious = tmp_path / "precious.jpg"
+    precious.write_bytes(Path(tiny_checkpoint).read_bytes())
+    assert run_cli(*GEN, "--checkpoint", tiny_checkpoint, "--out", precious) == 2
+    assert "is a checkpoint" in capsys.readouterr().err
+    assert precious.read_bytes() == Path(tiny_checkpoint).read_bytes()
+    assert run_cli(*GEN, "--checkpoint", tiny_checkpoint, "--out", precious, "--force") == 0
+    assert precious.read_bytes()[:3] == b"\xff\xd8\xff"
+
+
+def test_noise_seed_is_the_noise_and_seed_the_scene(tmp_path, tiny_checkpoint):
+    def render(*extra):
+        path = tmp_path / f"p{len(list(tmp_path.iterdir()))}.png"
+        assert run_cli(*GEN, "--checkpoint", tiny_checkpoint, "--noise", "random", "--bits", 16, "--out", path,
+                       *extra) == 0
+        return alis_core.load_image(path)
+    base = render()
+    assert torch.equal(render("--noise-seed", 3), base)  # the noise seed defaults to --seed
+    other_noise = render("--noise-seed", 4)
+    assert not torch.equal(other_noise, base)
+    assert (other_noise - base).abs().mean() < (render("--seed", 4, "--noise-seed", 3) - base).abs().mean()
+
+
+def test_library_seed_is_a_deprecated_alias_of_noise_seed(tiny_G):
+    a = alis_core.sample_anchors(tiny_G, 2, 0)
+    ref = alis_core.panorama(tiny_G, a, noise_mode="random", noise_seed=5)
+    with pytest.warns(DeprecationWarning, match="noise_seed"):
+        old = alis_core.panorama(tiny_G, a, noise_mode="random", seed=5)
+    assert torch.equal(ref, old)
+    with pytest.raises(alis_core.AlisError, match="disagree"):
+        alis_core.panorama(tiny_G, a, noise_seed=4, seed=5)
+
+
+# --- tile sets ------------------------------------------------------------------------------------
+
+TILES = ("generate", "--width", 500, "--batch-size", 2, "--progress-format", "none")
+
+
+def tile_files(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("tile_"))
+
+
+def test_tile_index_records_provenance_and_completes_last(tmp_path, tiny_checkpoint):
+    folder = tmp_path / "tiles"
+    assert run_cli(*TILES, "--checkpoint", tiny_checkpoint, "--seed", 5, "--tiles", folder) == 0
+    index = json.loads((folder / "index.json").read_text())
+    prov = index["provenance"]
+    assert index["complete"] is True and index["alis_output"] == "tiles"
+    assert prov["seed"] == 5 and prov["anchors"] == 5 and prov["checkpoint"]["name"] == "tiny.safetensors"
+    assert {"psi", "noise", "noise_seed", "wrap", "width", "context", "dtype", "exact", "version"} <= set(prov)
+    assert [t["file"] for t in index["tiles"]] == tile_files(folder) and not (folder / ".alis.lock").exists()
+
+
+def test_interrupted_tile_set_is_marked_incomplete_and_resumable(tmp_path, tiny_checkpoint, capsys):
+    folder = tmp_path / "tiles"
+
+    def interrupt(done, total):
+        if done >= 4:
+            raise KeyboardInterrupt
+    with pytest.MonkeyPatch.context() as mp:
+        from alis_core import cli
+        mp.setattr(cli, "ProgressReporter", lambda *a, **k: interrupt)
+        assert run_cli(*TILES, "--checkpoint", tiny_checkpoint, "--tiles", folder) == 130
+    index = json.loads((folder / "index.json").read_text())
+    assert index["complete"] is False and index["tiles"] == []  # a reader can tell
+    assert not (folder / ".alis.lock").exists()
+    assert run_cli(*TILES, "--checkpoint", tiny_checkpoint, "--tiles", folder) == 0  # same panorama: resumes
+    assert json.loads((folder / "index.json").read_text())["complete"] is True
+
+
+def test_another_panoramas_tiles_are_refused_without_force(tmp_path, tiny_checkpoint, capsys):
+    folder = tmp_path / "tiles"
+    assert run_cli(*TILES, "--checkpoint", tiny_checkpoint, "--tiles", folder) == 0
+    first = {n: (folder / n).read_bytes() for n in tile_files(folder)}
+    (folder / "mine.txt").write_text("the user's")
+    assert run_cli(*TILES, "--checkpoint", tiny_checkpoint, "--tiles", folder, "--seed", 9) == 2
+    assert "tiles of another panorama" in capsys.readouterr().err
+    assert {n: (folder / n).read_bytes() for n in tile_files(folder)} == first
+    # --force replaces them; a narrower set removes the old set's extra tiles, and nothing else
+    assert run_cli("generate", "--width", 200, "--batch-size", 2, "--progress-format", "none", "--seed", 9,
+                   "--checkpoint", tiny_checkpoint, "--tiles", folder, "--force") == 0
+    index = json.loads((folder / "index.json").read_text())
+    assert tile_files(folder) == [t["file"] for t in index["tiles"]] and len(index["tiles"]) < len(first)
+    assert (folder / "mine.txt").read_text() == "the user's"
+
+
+def test_a_tile_folder_not_ours_is_refused(tmp_path, tiny_checkpoint, capsys):
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    (folder / "tile_00000.png").write_text("not a tile")
+    assert run_cli(*TILES, "--checkpoint", tiny_checkpoint, "--tiles", folder) == 2
+    assert "another panorama" in capsys.readouterr().err
+    (folder / "tile_00000.png").unlink()
+    (folder / "index.json").write_text('{"tiles": []}')
+    assert run_cli(*TILES, "--checkpoint", tiny_checkpoint, "--tiles", folder) == 2
+    assert "index.json was not written by alis generate" in capsys.readouterr().err
+
+
+def test_one_run_at_a_time_per_tile_folder(tmp_path, tiny_checkpoint, capsys):
+    import socket
+    folder = tmp_path / "tiles"
+    folder.mkdir()
+    lock = folder / ".alis.lock"
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))  # a live run
+    assert run_cli(*TILES, "--checkpoint", tiny_checkpoint, "--tiles", folder) == 2
+    err = capsys.readouterr().err
+    assert "in use by another alis run" in err and f"pid {os.getpid()}" in err and not tile_files(folder)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))  # a run that is gone
+    assert run_cli(*TILES, "--checkpoint", tiny_checkpoint, "--tiles", folder) == 0
+    assert "replaced the lock of a run that is gone" in capsys.readouterr().err and not lock.exists()

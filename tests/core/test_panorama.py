@@ -159,10 +159,10 @@ def test_noise_modes_in_panoramas(tiny_G):
     a = alis_core.sample_anchors(tiny_G, 3, seed=10)
     none = alis_core.panorama(tiny_G, a, noise_mode="none")
     const = alis_core.panorama(tiny_G, a, noise_mode="const")
-    r1 = alis_core.panorama(tiny_G, a, noise_mode="random", seed=1)
+    r1 = alis_core.panorama(tiny_G, a, noise_mode="random", noise_seed=1)
     assert not torch.equal(none, const)
-    assert torch.equal(r1, alis_core.panorama(tiny_G, a, noise_mode="random", seed=1))
-    assert not torch.equal(r1, alis_core.panorama(tiny_G, a, noise_mode="random", seed=2))
+    assert torch.equal(r1, alis_core.panorama(tiny_G, a, noise_mode="random", noise_seed=1))
+    assert not torch.equal(r1, alis_core.panorama(tiny_G, a, noise_mode="random", noise_seed=2))
 
 
 def test_patch_grid_score_sees_lines_at_patch_edges():

@@ -423,3 +423,140 @@ def test_v3_schemas_progress_and_cancel(tmp_path):
     assert cancel["shape"][0] == 1 and cancel["shape"][3] == 3
     assert cancel["cancelled"], "Cancel did not stop ALIS Panorama"
     assert len(cancel["calls"]) == 1 and cancel["calls"][0][0] < cancel["calls"][0][1]  # stopped mid-way
+
+
+# --- bad inputs: every node names the input at fault ---------------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+BAD_NODE_INPUTS = [  # (node function, its arguments, node name, input the error must name)
+    ("anchors", dict(seed=0, num_anchors=3, psi=NAN), "ALIS Anchors", "psi"),
+    ("anchors", dict(seed=0, num_anchors=3, psi=INF), "ALIS Anchors", "psi"),
+    ("anchors", dict(seed=0, num_anchors=3, psi=-0.5), "ALIS Anchors", "psi"),
+    ("anchors", dict(seed=-1, num_anchors=3), "ALIS Anchors", "seed"),
+    ("anchors", dict(seed=2 ** 64, num_anchors=3), "ALIS Anchors", "seed"),
+    ("anchors", dict(seed=0, num_anchors=0), "ALIS Anchors", "num_anchors"),
+    ("anchors", dict(seed=0, num_anchors=10 ** 6), "ALIS Anchors", "num_anchors"),
+    ("anchors", dict(seed=0, num_anchors=3, seeds="1, x"), "ALIS Anchors", "seeds"),
+    ("anchors", dict(seed=0, num_anchors=3, seeds=f"1, {2 ** 64}"), "ALIS Anchors", "seeds"),
+    ("anchors", dict(seed=0, num_anchors=3, seeds=",".join(["1"] * 5000)), "ALIS Anchors", "seeds"),
+    ("panorama", dict(width=0), "ALIS Panorama", "width"),
+    ("panorama", dict(width=-5), "ALIS Panorama", "width"),
+    ("panorama", dict(width=10 ** 9), "ALIS Panorama", "width"),
+    ("panorama", dict(width=10_000, wrap=False), "ALIS Panorama", "width"),
+    ("panorama", dict(noise_mode="loud"), "ALIS Panorama", "noise_mode"),
+    ("panorama", dict(batch_size=0), "ALIS Panorama", "batch_size"),
+    ("panorama", dict(batch_size=10 ** 6), "ALIS Panorama", "batch_size"),
+    ("panorama", dict(noise_seed=-1), "ALIS Panorama", "noise_seed"),
+    ("panorama", dict(noise_seed=2 ** 64), "ALIS Panorama", "noise_seed"),
+    ("equirect", dict(horizon=NAN), "ALIS Panorama to Equirect", "horizon"),
+    ("equirect", dict(horizon=1.5), "ALIS Panorama to Equirect", "horizon"),
+    ("equirect", dict(strip_horizon=INF), "ALIS Panorama to Equirect", "strip_horizon"),
+    ("equirect", dict(strip_scale=NAN), "ALIS Panorama to Equirect", "strip_scale"),
+    ("equirect", dict(strip_scale=0.0), "ALIS Panorama to Equirect", "strip_scale"),
+    ("equirect", dict(cap_blur=NAN), "ALIS Panorama to Equirect", "cap_blur"),
+    ("equirect", dict(cap_blur=-1.0), "ALIS Panorama to Equirect", "cap_blur"),
+    ("equirect", dict(image=gradient_strip(w=63)), "ALIS Panorama to Equirect", "image"),
+    ("equirect", dict(image=gradient_strip().fill_(NAN)), "ALIS Panorama to Equirect", "image"),
+    ("cubemap", dict(face_size=16384), "ALIS Equirect to Cubemap", "face_size"),
+    ("cubemap", dict(face_size=-1), "ALIS Equirect to Cubemap", "face_size"),
+    ("cubemap", dict(image=gradient_strip(h=16, w=64)), "ALIS Equirect to Cubemap", "image"),
+    ("save", dict(face_size=16384), "Save Skybox", "face_size"),
+    ("save", dict(float_format="tiff"), "Save Skybox", "float_format"),
+    ("save", dict(cubemap="sphere"), "Save Skybox", "cubemap"),
+    ("save", dict(filename_prefix="../escape"), "Save Skybox", "filename_prefix"),
+    ("seam", dict(columns=0), "ALIS Seam Check", "columns"),
+    ("seam", dict(image=torch.zeros(1, 8, 8)), "ALIS Seam Check", "image"),
+    ("scroll", dict(num_frames=0), "ALIS Scroll Frames", "num_frames"),
+    ("scroll", dict(frame_width=-1), "ALIS Scroll Frames", "frame_width"),
+]
+
+
+def _call_node(kind, kwargs, model, tmp_path):
+    eq = torch.full((1, 16, 32, 3), 0.5)
+    if kind == "anchors":
+        return anchors.make_anchors(model, **kwargs)
+    if kind == "panorama":
+        return panorama.make_panorama(model, anchors.make_anchors(model, 0, 3), **kwargs)
+    if kind == "equirect":
+        return skybox.panorama_to_equirect(**{"image": gradient_strip(), **kwargs})
+    if kind == "cubemap":
+        return skybox.equirect_to_cubemap(**{"image": eq, **kwargs})
+    if kind == "save":
+        return skybox.save_skybox(**{"image": eq, **kwargs}, output_dir=str(tmp_path / "out"))
+    if kind == "seam":
+        return panorama.seam_check(**{"image": gradient_strip(), **kwargs})
+    return panorama.scroll_frames(**{"image": gradient_strip(), **kwargs})
+
+
+@pytest.mark.parametrize("kind, kwargs, node, where", BAD_NODE_INPUTS,
+                         ids=[f"{k}-{'-'.join(f'{n}={str(v)[:12]}' for n, v in kw.items())}"
+                              for k, kw, _, _ in BAD_NODE_INPUTS])
+def test_bad_node_input_names_the_input(kind, kwargs, node, where, model, tmp_path):
+    with pytest.raises(ValueError) as e:
+        _call_node(kind, kwargs, model, tmp_path)
+    message = str(e.value)
+    assert message.startswith(f"{node}: input '{where}': ") and "\n" not in message, message
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))  # nothing saved
+
+
+def test_large_outputs_are_bounded_by_memory(model, monkeypatch):
+    from alis_core import outputs
+    monkeypatch.setattr(outputs, "available_memory", lambda: 2 ** 20)  # 1 MiB to spare
+    with pytest.raises(ValueError, match=r"ALIS Equirect to Cubemap: input 'face_size': .*needs about .* of memory"):
+        skybox.equirect_to_cubemap(torch.full((1, 16, 32, 3), 0.5), face_size=2048)
+    with pytest.raises(ValueError, match=r"ALIS Panorama: input 'width': .*needs about"):
+        panorama.make_panorama(model, anchors.make_anchors(model, 0, 3), width=100_000)
+
+
+def test_nan_weights_are_an_error_not_a_black_panorama(G):
+    broken = alis_core.Generator(G.config).eval()
+    broken.load_state_dict(G.state_dict())
+    with torch.no_grad():
+        for p in broken.synthesis.parameters() if hasattr(broken, "synthesis") else broken.parameters():
+            p.fill_(float("nan"))
+    m = loaders.AlisModel(generator=broken, name="nan", device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    a = anchors.make_anchors(loaders.AlisModel(G, "tiny", torch.device("cpu"), torch.device("cpu")), 0, 2)
+    with pytest.raises(ValueError, match=r"ALIS Panorama: input 'model': .*NaN"):
+        panorama.make_panorama(m, a)
+
+
+def test_symlinked_checkpoints_are_listed_and_loaded_alike(G, tmp_path):
+    store, models = tmp_path / "store", tmp_path / "models"
+    store.mkdir()
+    models.mkdir()
+    alis_core.save_generator(G, store / "real.safetensors")
+    try:
+        (models / "linked.safetensors").symlink_to(store / "real.safetensors")
+        (models / "dangling.safetensors").symlink_to(store / "gone.safetensors")
+    except OSError:
+        pytest.skip("no symlinks here")
+    names = loaders.checkpoint_names([models])
+    assert names == [loaders.BUNDLED, "linked.safetensors"]  # the dangling link is not listed...
+    for name in names[1:]:  # ...and everything listed loads
+        assert loaders.load_named_checkpoint(name, folders=[models]).img_resolution == G.img_resolution
+    with pytest.raises(ValueError, match="ckpt_name"):
+        loaders.load_named_checkpoint("dangling.safetensors", folders=[models])
+
+
+def test_node_defaults_are_the_comfyui_defaults():
+    from alis_core import options
+    params = {(s.node_id, p.name): p.default for s in NODE_SPECS for p in s.inputs}
+    assert params[("ALISAnchors", "psi")] == options.COMFYUI.psi == 0.7
+    assert params[("ALISAnchors", "num_anchors")] == options.COMFYUI.anchors == 8
+    assert params[("ALISPanorama", "patch_context")] is options.COMFYUI.context is True
+    assert params[("ALISLoadCheckpoint", "fast")] is options.COMFYUI.fast is True
+    assert set(dict((p.name, p.options) for p in panorama.PANORAMA.inputs)["noise_mode"]) == set(options.NOISE_MODES)
+
+
+def test_save_skybox_never_replaces_a_file_that_is_not_an_image(tmp_path):
+    eq = torch.full((1, 16, 32, 3), 0.5)
+    out = tmp_path / "out"
+    (out / "sky").mkdir(parents=True)
+    notes = out / "sky" / "x_00001_cross.png"  # not picked by the counter (no "x_00001_.png")
+    notes.write_text("notes")
+
+    def fixed_counter(prefix, output_dir, width, height):  # a save path that picks a taken name
+        return str(out / "sky"), "x", 1, "sky", prefix
+    with pytest.raises(ValueError, match=r"Save Skybox: input 'filename_prefix': .*x_00001_cross.png already exists"):
+        skybox.save_skybox(eq, "sky/x", "none", "cross", output_dir=str(out), save_path=fixed_counter)
+    assert notes.read_text() == "notes" and not (out / "sky" / "x_00001_.png").exists()
