@@ -31,7 +31,7 @@ _EXPORTS = {
     "Discriminator": "discriminator",
     "Generator": "generator",
     **dict.fromkeys(("from_unit", "linear_to_srgb", "load_float_image", "load_image", "save_float_image",
-                     "save_png", "srgb_to_linear", "to_unit"), "image"),
+                     "save_image", "save_png", "srgb_to_linear", "to_unit"), "image"),
     **dict.fromkeys(("iter_panorama", "panorama", "patch_grid_score", "resample_loop", "seam_score"), "panorama"),
     **dict.fromkeys(("CUBE_FACE_FILES", "CUBE_FACES", "cubemap_layout", "cubemap_to_equirect",
                      "equirect_to_cubemap", "layout_to_cubemap", "strip_to_equirect"), "projection"),
