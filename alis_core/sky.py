@@ -37,6 +37,7 @@ __all__ = [
 ]
 
 SKY_MODES = ("physical", "blur")
+_DETAIL_SIGMA = 2.0  # columns: what is finer than this is "detail", carried separately from colour
 SUN_ANGULAR_DIAMETER_DEG = 0.53  # the sun seen from the earth (0.52-0.54° over the year)
 
 # Tone mapping (per channel, on linear light times 2^exposure): identity up to SHOULDER, then an
@@ -322,15 +323,15 @@ def _plane_detail(tex: torch.Tensor, elev: torch.Tensor, azim: torch.Tensor, tex
     return F.grid_sample(tile[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
-def _detail_texture(rows: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+def _detail_texture(rows: torch.Tensor, clamp: float = 1.3, sigma: float = _DETAIL_SIGMA) -> torch.Tensor:
     """Band rows [C, K, W] (linear) -> their fine detail: each row's ratio to its own Gaussian
     blur of ``sigma`` columns (circular across the seam), [C, K, W]. Blurring along rows only
     keeps horizontal edges (a shore, a skyline, the band's gradient) out: laid on a plane they
     would draw long lines; texture and vertical detail stay."""
     c, k, w = rows.shape
     local = _circular_blur(rows.reshape(c * k, w), torch.tensor([sigma]))[:, 0].reshape(c, k, w)
-    # Clamped to +-30%: texture survives, the odd hard feature does not dominate.
-    return (rows / local.clamp(min=1e-6)).clamp(1 / 1.3, 1.3)
+    # Clamped (+-30% on planes): texture survives, the odd hard feature does not dominate.
+    return (rows / local.clamp(min=1e-6)).clamp(1 / clamp, clamp)
 
 
 def _smoothstep(x: torch.Tensor) -> torch.Tensor:
@@ -551,30 +552,39 @@ _SKY_RAMP_DEG = 4.0
 _SKY_TEXEL_AT_DEG = 6.0
 _GROUND_BLUR = 2.0
 _GROUND_RAMP_DEG = 3.0
-_GROUND_TEXEL_AT_DEG = 10.0
+_GROUND_TEXEL_AT_DEG = 20.0
 _COARSE = 4  # rows beyond the ramp compute their smooth part on every 4th column
 
 
-def _fit_turbidity(band: torch.Tensor, skymask: torch.Tensor, top: int, height: int, model_at) -> float:
-    """The turbidity whose vertical luminance gradient best matches the band's sky rows."""
+def _fit_model(band: torch.Tensor, skymask: torch.Tensor, top: int, height: int, model_at) -> tuple[float, float]:
+    """Fit the dome to the band's sky rows: (turbidity, chroma): the turbidity whose vertical
+    luminance gradient best matches theirs, and how much of the model's colour gradient to keep
+    (0: the band's top-row colours all the way up; 1: the model's), by least squares on the
+    change of each channel's share of luminance from the band's top row to mid-sky."""
     depth = skymask.int().sum(0)  # [W] sky rows per column
     r1 = int(depth.float().median()) // 2
-    if r1 < 2:
-        return 3.0
+    if r1 < 2 or int(skymask[r1].sum()) < 8:
+        return 3.0, 1.0
     cols = skymask[r1]
-    if int(cols.sum()) < 8:
-        return 3.0
-    lum = _luminance(band)
-    want = (lum[0, cols].clamp(min=1e-6).log() - lum[r1, cols].clamp(min=1e-6).log()).median()
+    rows = band[:, [0, r1]][..., cols].clamp(min=1e-6)  # [3, 2, N]
+    lum = _luminance(rows)
+    want = (lum[0].log() - lum[1].log()).median()
     lat = _row_elevations(height)[[top, top + r1]]  # [2]
     best, best_err = 3.0, float("inf")
     for t in _TURBIDITIES:
-        m = _luminance(model_at(t, lat, band.shape[-1])).expand(2, cols.shape[0])
+        m = _luminance(model_at(t, lat, band.shape[-1], 1.0)).expand(2, cols.shape[0])
         got = (m[0, cols].log() - m[1, cols].log()).median()
         err = abs(float(got - want))
         if err < best_err:
             best, best_err = t, err
-    return best
+    share = (rows / lum[None]).log()  # [3, 2, N]
+    d_band = (share[:, 0] - share[:, 1]).median(-1).values  # [3]
+    m = model_at(best, lat, band.shape[-1], 1.0).expand(3, 2, band.shape[-1])[..., cols]
+    m_share = (m / _luminance(m)[None]).log()
+    d_model = (m_share[:, 0] - m_share[:, 1]).median(-1).values
+    denom = float((d_model * d_model).sum())
+    chroma = float((d_band * d_model).sum()) / denom if denom > 1e-12 else 1.0
+    return best, min(max(chroma, 0.0), 1.0)
 
 
 def _upsample_columns(x: torch.Tensor, f: int) -> torch.Tensor:
@@ -586,16 +596,18 @@ def _upsample_columns(x: torch.Tensor, f: int) -> torch.Tensor:
     return out[..., f:-f]
 
 
-def _continue_band(out: torch.Tensor, edge: torch.Tensor, lat: torch.Tensor, dist: torch.Tensor,
-                   model_at, angle: torch.Tensor, angle0: float, detail: torch.Tensor, texel: float,
-                   ramp_deg: float, blur: float) -> None:
+def _continue_band(out: torch.Tensor, edge: torch.Tensor, mirror: torch.Tensor, lat: torch.Tensor,
+                   dist: torch.Tensor, model_at, angle: torch.Tensor, angle0: float, detail: torch.Tensor,
+                   texel: float, ramp_deg: float, blur: float) -> None:
     """Fill ``out`` [3, R, W] (rows at elevations ``lat`` [R], ``dist`` [R] rows from the band)
-    with model(lat) * gain * detail: gain is ``edge`` [3, W] (the band's edge row over the model
-    there) continued with a widening circular blur that ends in its mean at the pole; detail is
-    the band's texture on a plane, seen at ``angle`` [R] degrees from the plane's horizon
-    (``angle0`` at the band), fading in over ``ramp_deg``; model_at(lat, columns) -> [3, R, cols]
-    or None (a uniform model: the ground). Rows beyond the ramp, whose gain is already smooth,
-    compute model * gain on every _COARSE-th column."""
+    with model(lat) * gain * detail. gain: ``edge`` [3, W] (the band's edge row, smoothed, over
+    the model there) continued with a widening circular blur that ends in its mean at the pole.
+    detail: next to the band, the band's own fine detail ``mirror`` [3, K, W] (row 0 at the
+    band's edge) reflected across the edge, so the first rows out step no more than the band's
+    rows do; then, fading in over ``ramp_deg``, the texture ``detail`` on a plane, seen at
+    ``angle`` [R] degrees from the plane's horizon (``angle0`` at the band). model_at(lat,
+    columns) -> [3, R, cols], or None (a uniform model: the ground). Rows beyond the ramp, whose
+    gain is already smooth, compute model * gain on every _COARSE-th column."""
     _, n, width = out.shape
     az = _col_azimuths(width)
     stretch = 1.0 / lat.cos().clamp(min=1e-6)
@@ -619,7 +631,10 @@ def _continue_band(out: torch.Tensor, edge: torch.Tensor, lat: torch.Tensor, dis
     cloud = _plane_detail(detail, torch.deg2rad(angle), az, texel)  # [3, R, W]
     if len(idx_near):
         ramp = _smoothstep((angle[idx_near] - angle0) / ramp_deg).float()[None, :, None]
-        det = cloud[:, idx_near].sub_(1).mul_(ramp).add_(1)
+        k = mirror.shape[1]
+        m = torch.remainder(dist[idx_near] - 1, 2 * k)
+        m = torch.where(m < k, m, 2 * k - 1 - m)  # reflected again beyond K rows
+        det = torch.lerp(mirror[:, m], cloud[:, idx_near], ramp)
         out[:, idx_near] = smooth_part(idx_near, edge, width) * det
     if len(idx_far):
         lo, hi = int(idx_far[0]), int(idx_far[-1]) + 1  # contiguous
@@ -638,20 +653,27 @@ def _fill_dome(hdr: torch.Tensor, band: torch.Tensor, skymask: torch.Tensor, top
     else:
         sun_zenith = None
 
-    def model_at(t: float, lat: torch.Tensor, cols: int) -> torch.Tensor:  # [R] -> [3, R, cols]
+    def model_at(t: float, lat: torch.Tensor, cols: int, chroma: float) -> torch.Tensor:  # [R] -> [3, R, cols]
         cos_theta = lat.sin().float()[:, None]
         if sun_zenith is None:
-            return _preetham(t, None, cos_theta, None).expand(3, len(lat), cols)
-        az = _col_azimuths(cols)
-        cosg = lat.sin()[:, None] * math.sin(s_el) + lat.cos()[:, None] * math.cos(s_el) * (az[None] - s_az).cos()
-        return _preetham(t, sun_zenith, cos_theta, torch.acos(cosg.clamp(-1, 1)).float())
+            rgb = _preetham(t, None, cos_theta, None).expand(3, len(lat), cols)
+        else:
+            az = _col_azimuths(cols)
+            cosg = lat.sin()[:, None] * math.sin(s_el) + lat.cos()[:, None] * math.cos(s_el) * (az[None] - s_az).cos()
+            rgb = _preetham(t, sun_zenith, cos_theta, torch.acos(cosg.clamp(-1, 1)).float())
+        if chroma == 1.0:
+            return rgb
+        y = _luminance(rgb)[None]
+        return y * (rgb / y) ** chroma  # the model's luminance, a fraction of its colour change
 
-    turbidity = _fit_turbidity(band, skymask, top, height, model_at)
-    edge = band[:, 0] / model_at(turbidity, lat_all[top:top + 1], width)[:, 0]
+    turbidity, chroma = _fit_model(band, skymask, top, height, model_at)
     lat = lat_all[:top]
     # Clouds: the fine detail of the band's upper sky rows, laid on a cloud deck (a plane above).
     k = max(2, min(int(skymask.int().sum(0).float().median()), band.shape[1] // 2))
-    detail = _detail_texture(band[:, :k])
+    mirror = _detail_texture(band[:, :k], clamp=4.0)
+    smooth = _circular_blur(band[:, 0], torch.tensor([_DETAIL_SIGMA]))[:, 0]
+    edge = smooth / model_at(turbidity, lat_all[top:top + 1], width, chroma)[:, 0]
+    detail = mirror.clamp(1 / 1.3, 1.3)
     # Only the sky's texture goes up: terrain reaching into these rows (and a pixel around it) is left out.
     sky = -F.max_pool2d(-skymask[None, None, :k].float(), 3, stride=1, padding=1)[0, 0]
     detail = torch.lerp(torch.ones_like(detail), detail, sky[None])
@@ -660,7 +682,7 @@ def _fill_dome(hdr: torch.Tensor, band: torch.Tensor, skymask: torch.Tensor, top
     # Elevation above the deck's horizon: the identity when the band's top is above 2°.
     psi = psi0 + (torch.rad2deg(lat) - e_top) * (90.0 - psi0) / (90.0 - e_top)
     texel = 2 * math.pi / width / math.tan(math.radians(min(psi0 + _SKY_TEXEL_AT_DEG, 89.0)))
-    _continue_band(hdr[:, :top], edge, lat, torch.arange(top, 0, -1), lambda la, c: model_at(turbidity, la, c),
+    _continue_band(hdr[:, :top], edge, mirror, lat, torch.arange(top, 0, -1), lambda la, c: model_at(turbidity, la, c, chroma),
                    psi, psi0, detail, texel, _SKY_RAMP_DEG, _SKY_BLUR)
     return turbidity
 
@@ -670,11 +692,13 @@ def _fill_ground(hdr: torch.Tensor, band: torch.Tensor, bottom: int) -> None:
     _, height, width = hdr.shape
     lat = _row_elevations(height)[bottom:]
     k = max(2, band.shape[1] // 4)
-    detail = _detail_texture(band[:, -k:].flip(1))  # row 0 = the band's bottom row
+    mirror = _detail_texture(band[:, -k:].flip(1), clamp=4.0)  # row 0 = the band's bottom row
+    detail = mirror.clamp(1 / 1.3, 1.3)
+    edge = _circular_blur(band[:, -1], torch.tensor([_DETAIL_SIGMA]))[:, 0]
     e_bot = (0.5 - bottom / height) * 180.0
     phi0 = max(-e_bot, 2.0)
     # Depression angle below the ground's horizon: the identity when the band ends below -2°.
     phi = phi0 + (e_bot - torch.rad2deg(lat)) * (90.0 - phi0) / (90.0 + e_bot)
     texel = 2 * math.pi / width / math.tan(math.radians(min(phi0 + _GROUND_TEXEL_AT_DEG, 89.0)))
-    _continue_band(hdr[:, bottom:], band[:, -1], lat, torch.arange(1, height - bottom + 1), None,
+    _continue_band(hdr[:, bottom:], edge, mirror, lat, torch.arange(1, height - bottom + 1), None,
                    phi, phi0, detail, texel, _GROUND_RAMP_DEG, _GROUND_BLUR)
