@@ -312,14 +312,16 @@ def _plane_detail(tex: torch.Tensor, elev: torch.Tensor, azim: torch.Tensor, tex
     tile = torch.cat([tex, tex.flip(1)], dim=1)  # mirrored: periodic in both axes, [C, 2K, W]
     tile = torch.cat([tile, tile[:, :1]], dim=1)
     tile = torch.cat([tile, tile[..., :1]], dim=-1)  # [C, 2K + 1, W + 1]: the wrap for bilinear
+    # (align_corners=True: -1 is texel 0, +1 the repeated texel 0 one period on)
     r = (1.0 / torch.tan(elev.clamp(min=1e-3))).float()[:, None] / texel  # [R, 1] texels
     grid = torch.empty(1, len(elev), len(azim), 2)
-    gx, gy = grid[0].unbind(-1)
-    # align_corners=True on the padded tile: -1 is texel 0, +1 is texel w (= texel 0 again).
-    torch.remainder(r * azim.cos().float()[None], w, out=gx)
-    gx.mul_(2.0 / w).sub_(1.0)
-    torch.remainder(r * azim.sin().float()[None], 2 * k, out=gy)
-    gy.mul_(1.0 / k).sub_(1.0)
+    # Coordinates as fractions of each period, shifted positive so that frac() wraps them
+    # (cheaper than remainder); the shift stays small, so float32 keeps a fine fraction.
+    for axis, trig, period in ((0, azim.cos(), w), (1, azim.sin(), 2 * k)):
+        g = grid[0, ..., axis]
+        shift = math.ceil(float(r.max()) / period) + 1
+        torch.mul(r / period, trig.float()[None], out=g)
+        g.add_(shift).frac_().mul_(2.0).sub_(1.0)
     return F.grid_sample(tile[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
@@ -517,7 +519,7 @@ def complete_sky(
         lat = _row_elevations(height)
         omega = _pixel_solid_angles(height)
         upper = int((lat > 0).sum())
-        row_sums = _luminance(hdr[:, :upper].double().sum(-1))  # [rows]
+        row_sums = _luminance(hdr[:, :upper].sum(-1, dtype=torch.float64))  # [rows]
         sky_irr = float((row_sums * lat[:upper].sin() * omega[:upper]).sum())
         irradiance = _sun_to_sky(el) * sky_irr
         color = _sun_color(el, t_sun)

@@ -36,6 +36,14 @@ def alis_strip() -> torch.Tensor:
         return alis_core.to_unit(alis_core.panorama(G, anchors, wrap=True)).clone()
 
 
+@functools.lru_cache(maxsize=None)
+def sky(source: str, **kwargs):
+    """complete_sky of a test strip ("alis" or a palette), computed once per argument set (the
+    results are pure functions of the arguments; tests only read them)."""
+    strip = alis_strip() if source == "alis" else synthetic_strip(source)
+    return complete_sky(strip, **kwargs)
+
+
 def lum(x):
     return torch.einsum("c,c...->...", LUMA, x)
 
@@ -61,8 +69,8 @@ def band_rows(info, height):
 def test_explicit_sun_is_a_disk_of_the_right_size_direction_and_strength():
     strip = synthetic_strip("day")
     height = 1024  # 0.18° pixels: the 0.53° disk covers a few of them
-    hdr, info = complete_sky(strip, height=height, sun=(60, 30))
-    bare, info_bare = complete_sky(strip, height=height, sun=(60, 30), sun_disk=False)
+    hdr, info = sky("day", height=height, sun=(60, 30))
+    bare, info_bare = sky("day", height=height, sun=(60, 30), sun_disk=False)
     assert hdr.shape == (3, height, 2 * height) and hdr.dtype == torch.float32
     s = info.sun
     assert (s.azimuth_deg, s.elevation_deg) == (60, 30) and s.visible and s.source == "explicit"
@@ -110,23 +118,23 @@ def test_explicit_sun_is_a_disk_of_the_right_size_direction_and_strength():
 def test_auto_sun_finds_the_painted_sun_and_night_has_none():
     strip = synthetic_strip("day")
     p = scene_params(SEEDS["day"], 12.0)
-    hdr, info = complete_sky(strip)
+    hdr, info = sky("day")
     assert info.sun is not None and info.sun.source == "auto" and info.sun.visible
     # The painted sun: strip column sun_u * 128 (frame heights), row sun_v * 128 of a 30° band.
     col, row = p.sun_u * 128, p.sun_v * 128
     assert abs(((0.5 - col / 1536) * 360 - info.sun.azimuth_deg + 180) % 360 - 180) < 1.5
     assert abs((15 - row / 128 * 30) - info.sun.elevation_deg) < 1.5
-    _, night = complete_sky(synthetic_strip("night"))
+    _, night = sky("night")
     assert night.sun is None
 
 
 def test_a_sun_behind_the_ground_is_kept_but_not_drawn():
     strip = synthetic_strip("day")
-    hdr, info = complete_sky(strip, sun=(30, -5))
-    bare, _ = complete_sky(strip, sun=(30, -5), sun_disk=False)
+    hdr, info = sky("day", sun=(30, -5))
+    bare, _ = sky("day", sun=(30, -5), sun_disk=False)
     assert info.sun is not None and not info.sun.visible and info.sun.irradiance > 0
     assert torch.equal(hdr, bare)
-    none, info_none = complete_sky(strip, sun="none")
+    none, info_none = sky("day", sun="none")
     assert info_none.sun is None and float(none.max()) <= 2.0  # no disk: the band's white is the top
 
 
@@ -135,8 +143,7 @@ def test_a_sun_behind_the_ground_is_kept_but_not_drawn():
 
 @pytest.mark.parametrize("source", ["alis", "day", "dusk"])
 def test_band_flows_into_the_dome_without_an_edge(source):
-    strip = alis_strip() if source == "alis" else synthetic_strip(source)
-    hdr, info = complete_sky(strip, sun="none")
+    hdr, info = sky(source, sun="none")
     top, _ = band_rows(info, hdr.shape[1])
     logy = lum(hdr).clamp(min=1e-8).log()
     step = (logy[top - 1] - logy[top]).abs()  # [W] across the band's top edge
@@ -149,8 +156,7 @@ def test_band_flows_into_the_dome_without_an_edge(source):
 
 @pytest.mark.parametrize("source", ["alis", "day", "dusk"])
 def test_ground_continues_the_band_in_perspective_without_a_pinch(source):
-    strip = alis_strip() if source == "alis" else synthetic_strip(source)
-    hdr, info = complete_sky(strip, sun="none")
+    hdr, info = sky(source, sun="none")
     height = hdr.shape[1]
     _, bottom = band_rows(info, height)
     el = row_elevations(height)
@@ -187,8 +193,7 @@ def test_fits_follow_the_band_dusk_stays_warm():
         return float(m[2] / m[0])
 
     for palette in ("day", "dusk", "night"):
-        strip = synthetic_strip(palette)
-        hdr, info = complete_sky(strip, sun="none")
+        hdr, info = sky(palette, sun="none")
         top, _ = band_rows(info, hdr.shape[1])
         dome = hdr[:, :top]
         band_sky = hdr[:, top:top + 8]
@@ -198,7 +203,7 @@ def test_fits_follow_the_band_dusk_stays_warm():
         if palette == "day":
             assert blue_over_red(dome) > 1.2
         if palette == "dusk":  # no blue noon dome: far redder than the day's
-            day, day_info = complete_sky(synthetic_strip("day"), sun="none")
+            day, day_info = sky("day", sun="none")
             assert blue_over_red(dome) < 0.5 * blue_over_red(day[:, :band_rows(day_info, day.shape[1])[0]])
 
 
@@ -208,13 +213,13 @@ def test_fits_follow_the_band_dusk_stays_warm():
 @pytest.mark.parametrize("exposure", [0.0, 1.5])
 def test_tone_map_gives_back_the_band(exposure):
     strip = alis_strip()
-    hdr, info = complete_sky(strip, exposure=exposure)
+    hdr, info = sky("alis", exposure=exposure)
     top, bottom = band_rows(info, hdr.shape[1])
     assert bottom - top == strip.shape[1] and info.band_elevation_deg == pytest.approx((-15, 15))
     assert info.exposure == exposure
     back = tone_map(hdr, info.exposure)[:, top:bottom]
     if info.sun is not None:  # the drawn disk is the only change
-        bare, _ = complete_sky(strip, exposure=exposure, sun_disk=False)
+        bare, _ = sky("alis", exposure=exposure, sun_disk=False)
         back = tone_map(bare, exposure)[:, top:bottom]
     assert float((back - strip).abs().max()) <= 2.5 / 255
 
@@ -229,7 +234,7 @@ def test_blur_sky_is_todays_fill_linearised():
     below = linear <= 0.8  # below the shoulder the calibration is the plain sRGB decoding
     torch.testing.assert_close(hdr[below], linear[below])
     # The physical sky places the band exactly where the blurred one does.
-    phys, _ = complete_sky(strip, sun="none")
+    phys, _ = sky("dusk", sun="none")
     top, bottom = band_rows(info, hdr.shape[1])
     assert torch.equal(phys[:, top:bottom], hdr[:, top:bottom])
 
@@ -247,7 +252,7 @@ def test_height_resamples_the_strip_round_the_loop():
 
 
 def test_sidecar_json_round_trip(tmp_path):
-    _, info = complete_sky(synthetic_strip("day"), sun=(60, 30), exposure=0.5)
+    _, info = sky("day", sun=(60, 30), exposure=0.5)
     path = write_sky_json(tmp_path / "sky.exr", info, model="default", seeds=[3, 4])
     assert path == tmp_path / "sky.json"
     d = json.loads(path.read_text())
@@ -255,7 +260,7 @@ def test_sidecar_json_round_trip(tmp_path):
     assert d["sun"]["azimuth_deg"] == 60 and len(d["sun"]["direction"]) == 3 and d["exposure"] == 0.5
     back = read_sky_json(path)
     assert back == SkyInfo(**{**info.__dict__, "model": "default", "seeds": [3, 4]})
-    _, night = complete_sky(synthetic_strip("night"))
+    _, night = sky("night")
     assert read_sky_json(write_sky_json(tmp_path / "n.json", night)) == night
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(AlisError, match="bad.json"):
