@@ -223,7 +223,8 @@ def _preetham(turbidity: float, sun_zenith: Optional[float], cos_theta: torch.Te
 
 def _sun_color(elevation_deg: float, turbidity: float) -> tuple:
     """Direct sunlight's colour (linear RGB, luminance 1): Rayleigh and aerosol (Angstrom)
-    extinction at 610/550/465 nm (the sRGB primaries' dominant wavelengths) along the Kasten-Young air mass. An approximation."""
+    extinction at 610/550/465 nm (the sRGB primaries' dominant wavelengths) along the
+    Kasten-Young air mass. An approximation."""
     el = max(elevation_deg, 0.0)
     airmass = 1.0 / (math.sin(math.radians(el)) + 0.50572 * (el + 6.07995) ** -1.6364)
     beta = max(0.04608 * turbidity - 0.04586, 0.0)  # Preetham 1999, Appendix A.3
@@ -290,16 +291,6 @@ def _circular_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     freq = torch.fft.rfftfreq(w, dtype=torch.float64)
     gain = torch.exp(-2 * math.pi ** 2 * sigma.double()[:, None] ** 2 * freq[None] ** 2).float()
     return torch.fft.irfft(torch.fft.rfft(x.float(), dim=-1)[:, None] * gain[None], n=w, dim=-1)
-
-
-def _cap(edge: torch.Tensor, distance: torch.Tensor, stretch: torch.Tensor, blur: float) -> torch.Tensor:
-    """Rows [C, R, W] continuing a row edge [C, W] away from the band: blurred circularly with
-    sigma = blur * distance * stretch columns and faded towards the row's mean with weight
-    (distance / max)^2, so the pole row is exactly uniform (as projection.strip_to_equirect)."""
-    d = distance.double()
-    out = _circular_blur(edge, blur * d * stretch)
-    mean = edge.double().mean(-1).float()[:, None, None]
-    return torch.lerp(out, mean.expand_as(out), ((d / d.max()) ** 2).float()[None, :, None])
 
 
 def _plane_detail(tex: torch.Tensor, elev: torch.Tensor, azim: torch.Tensor, texel: float) -> torch.Tensor:
@@ -475,7 +466,8 @@ def complete_sky(
             if len(sun) != 2:
                 raise ValueError
         except (TypeError, ValueError, IndexError):
-            raise AlisError(f"complete_sky: sun must be 'auto', 'none' or (azimuth_deg, elevation_deg); got {sun!r}") from None
+            raise AlisError(f"complete_sky: sun must be 'auto', 'none' or (azimuth_deg, elevation_deg); "
+                            f"got {sun!r}") from None
         if not -90.0 <= explicit[1] <= 90.0 or not math.isfinite(explicit[0]):
             raise AlisError(f"complete_sky: sun elevation must be in [-90, 90] degrees, got {explicit[1]}")
 
@@ -491,7 +483,7 @@ def complete_sky(
     band01 = strip if rows == strip_h else F.interpolate(
         strip[None], size=(rows, width), mode="bilinear", align_corners=False, antialias=rows < strip_h)[0]
     band = _calibrate(band01)  # [3, rows, W] radiance at exposure 0
-    edge_deg = lambda row: (0.5 - row / height) * 180.0  # noqa: E731  (elevation of a row edge)
+    edge_deg = lambda row: 90.0 - 180.0 * row / height  # noqa: E731  (elevation of a row edge)
     band_el = (edge_deg(bottom), edge_deg(top))
     scale = float(2.0 ** -exposure)
 
@@ -684,7 +676,8 @@ def _fill_dome(hdr: torch.Tensor, band: torch.Tensor, skymask: torch.Tensor, top
     # Elevation above the deck's horizon: the identity when the band's top is above 2°.
     psi = psi0 + (torch.rad2deg(lat) - e_top) * (90.0 - psi0) / (90.0 - e_top)
     texel = 2 * math.pi / width / math.tan(math.radians(min(psi0 + _SKY_TEXEL_AT_DEG, 89.0)))
-    _continue_band(hdr[:, :top], edge, mirror, lat, torch.arange(top, 0, -1), lambda la, c: model_at(turbidity, la, c, chroma),
+    _continue_band(hdr[:, :top], edge, mirror, lat, torch.arange(top, 0, -1),
+                   lambda la, c: model_at(turbidity, la, c, chroma),
                    psi, psi0, detail, texel, _SKY_RAMP_DEG, _SKY_BLUR)
     return turbidity
 

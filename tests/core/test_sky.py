@@ -239,6 +239,20 @@ def test_blur_sky_is_todays_fill_linearised():
     assert torch.equal(phys[:, top:bottom], hdr[:, top:bottom])
 
 
+@pytest.mark.parametrize("horizon, strip_scale", [(0.3, 1.0), (0.62, 2.0), (0.5, 0.1)])
+def test_band_anywhere_gives_a_finite_closed_sphere(horizon, strip_scale):
+    """A band above the horizon, a tall band below it, a thin one: the dome and the ground
+    adapt (their planes' horizons follow the band's edges) and stay finite and seamless."""
+    hdr, info = sky("dusk", height=256, horizon=horizon, strip_scale=strip_scale, sun="none")
+    assert hdr.shape == (3, 256, 512) and bool(torch.isfinite(hdr).all()) and float(hdr.min()) > 0
+    low, high = info.band_elevation_deg
+    assert high - low == pytest.approx(30 * strip_scale, abs=0.5)
+    assert (low + high) / 2 == pytest.approx(90 - 180 * horizon, abs=0.5)
+    logy = lum(hdr).log()
+    seam = (logy[:, 0] - logy[:, -1]).abs().mean()
+    assert seam < 1.5 * (logy[:, 1:] - logy[:, :-1]).abs().mean()
+
+
 def test_height_resamples_the_strip_round_the_loop():
     strip = synthetic_strip("day")
     hdr, info = complete_sky(strip, height=512, sun="none")
