@@ -72,6 +72,7 @@ _ZENITH_X = torch.tensor([[0.00166, -0.00375, 0.00209, 0.0],
 _ZENITH_Y = torch.tensor([[0.00275, -0.00610, 0.00317, 0.0],
                           [-0.04214, 0.08970, -0.04153, 0.00516],
                           [0.15346, -0.26756, 0.06670, 0.26688]], dtype=torch.float64)
+_SUN_MAX_SKY_FRACTION = 0.05  # auto: no sun if more of the sky than this reaches the shoulder
 _TURBIDITIES = (2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)  # candidates of the fit (model range 2-10)
 
 
@@ -352,7 +353,8 @@ def _skyline(lum: torch.Tensor) -> torch.Tensor:
 
 def _find_sun(band: torch.Tensor, sky: torch.Tensor, top: int, height: int) -> Optional[tuple]:
     """(azimuth, elevation) in degrees of the brightest sky region of the band, if it is bright
-    enough to be a sun (its 3x3 core at least the tone-map shoulder); else None (night, overcast)."""
+    enough to be a sun (its 3x3 core at least the tone-map shoulder) and compact (at most 5% of
+    the sky that bright); else None (night, overcast)."""
     lum = _luminance(band) * sky  # [K, W]
     k, w = lum.shape
     if k < 3:
@@ -360,6 +362,10 @@ def _find_sun(band: torch.Tensor, sky: torch.Tensor, top: int, height: int) -> O
     padded = torch.cat([lum[:, -2:], lum, lum[:, :2]], dim=-1)[None, None]
     core = F.avg_pool2d(padded, 3, stride=1, padding=(1, 0), count_include_pad=False)[0, 0, :, 1:-1]
     if float(core.max()) < SHOULDER:
+        return None
+    # A sun is a compact bright spot: a sky bright all over (overcast, haze, clipped white)
+    # has no sun to find.
+    if float((core >= SHOULDER).sum()) > _SUN_MAX_SKY_FRACTION * float(sky.sum()):
         return None
     # The sun is the brightest region, not the brightest pixel: a wide blur of the luminance.
     sigma = max(2.0, w / 360.0 * 1.5)

@@ -126,6 +126,22 @@ def test_auto_sun_finds_the_painted_sun_and_night_has_none():
     assert abs((15 - row / 128 * 30) - info.sun.elevation_deg) < 1.5
     _, night = sky("night")
     assert night.sun is None
+    white_top = strip.clone()
+    white_top[:, :40] = 1.0  # a clipped, overcast sky: bright everywhere, no compact sun
+    assert complete_sky(white_top, height=256)[1].sun is None
+
+
+def test_sun_at_the_zenith_and_on_the_projection_axes():
+    """The sun's azimuth follows projection.py: azimuth 90° is Blender +Y, the cube map's +Z face."""
+    from alis_core.projection import equirect_to_cubemap
+    strip = synthetic_strip("day")
+    hdr, info = complete_sky(strip, height=256, sun=(90, 40))
+    faces = equirect_to_cubemap(hdr, 64)  # faces +X, -X, +Y (up), -Y, +Z (Blender +Y), -Z
+    assert int(lum(faces.transpose(0, 1)).flatten(1).max(1).values.argmax()) == 4
+    hdr, info = complete_sky(strip, height=256, sun=(0, 90))
+    assert bool(torch.isfinite(hdr).all()) and info.sun.visible
+    assert max(abs(a - b) for a, b in zip(info.sun.direction, (0, 0, 1))) < 1e-12
+    assert int(lum(hdr).argmax()) // 512 == 0  # in the top row
 
 
 def test_a_sun_behind_the_ground_is_kept_but_not_drawn():
