@@ -1,0 +1,72 @@
+"""Speed of the sky completion (alis_core.sky.complete_sky), printed as a table.
+
+    python bench/bench_sky.py                          # 2048 and 4096 px wide skies, 1 and 2 threads
+    python bench/bench_sky.py --heights 1024 --threads 2 --repeats 7
+
+Strips are procedural landscapes (training/synthetic.py), 360° loops shaped like the two usual
+sources: the bundled model with 6 anchors (1536 x 128, a 30° band) and the LHQ 1024 checkpoint
+with 4 anchors (4096 x 1024, a 45° band). Each row is the median of the repeats after one
+warm-up, wall clock and process CPU time (on a shared machine the CPU time says more).
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import alis_core  # noqa: E402,F401  (before torch: it turns on huge-page allocations)
+import torch  # noqa: E402
+from alis_core.sky import complete_sky  # noqa: E402
+from training.synthetic import render_panorama  # noqa: E402
+
+STRIPS = {"bundled 6 anchors": (128, 1536), "LHQ1024 4 anchors": (1024, 4096)}
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def strip(h: int, w: int) -> torch.Tensor:
+    return torch.from_numpy(render_panorama(2, h, w)).permute(2, 0, 1).float() / 255
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--heights", default="1024,2048", help="equirect heights (the width is twice)")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--sun", default="60,30", help="'auto', 'none' or azimuth,elevation")
+    a = ap.parse_args()
+    sun = a.sun if a.sun in ("auto", "none") else tuple(float(v) for v in a.sun.split(","))
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads available, torch {torch.__version__}")
+    print(f"{'strip':<20} {'size':>11} {'threads':>7} {'wall s':>8} {'cpu s':>8}")
+    strips = {name: strip(*hw) for name, hw in STRIPS.items()}
+    for name, s in strips.items():
+        for height in (int(v) for v in a.heights.split(",")):
+            for threads in (int(v) for v in a.threads.split(",")):
+                torch.set_num_threads(threads)
+                complete_sky(s, height=height, sun=sun)
+                wall, cpu = [], []
+                for _ in range(a.repeats):
+                    t, c = time.perf_counter(), time.process_time()
+                    complete_sky(s, height=height, sun=sun)
+                    wall.append(time.perf_counter() - t)
+                    cpu.append(time.process_time() - c)
+                size = f"{2 * height}x{height}"
+                print(f"{name:<20} {size:>11} {threads:>7} {statistics.median(wall):>8.3f} "
+                      f"{statistics.median(cpu):>8.3f}")
+
+
+if __name__ == "__main__":
+    main()
