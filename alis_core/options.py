@@ -107,3 +107,11 @@ def natural_width(num_anchors: int, anchor_spacing: int, wrap: bool) -> int:
 def anchors_for_width(width: int, anchor_spacing: int, wrap: bool) -> int:
     """The fewest anchors whose panorama is at least `width` pixels wide (2 at least)."""
     return max(2, math.ceil(width / anchor_spacing) + (0 if wrap else 1))
+
+
+# Cube-map layouts (alis_core.export): today's six face files + the horizontal cross (the default),
+# the faces alone, the cross alone, and single-image grids and strips (NxM = N columns by M rows,
+# faces +X, -X, +Y, -Y, +Z, -Z row by row).
+CUBEMAP_LAYOUTS = ("faces+cross", "faces", "cross", "3x2", "2x3", "6x1", "1x6")
+# Game engines with an export preset (alis_core.export.PRESETS; docs/ENGINES.md).
+EXPORT_TARGETS = ("unity", "unreal", "godot", "threejs", "babylon")
