@@ -511,7 +511,7 @@ def cmd_view(a) -> int:
     from .viewer import view
     if not 0 <= a.port <= 65535:
         raise AlisError(f"--port must be within 0..65535, got {a.port}")
-    out = view(a.sky, a.port, not a.no_browser, a.export, a.force)
+    out = view(a.sky, a.port, not a.no_browser, a.export, a.force, announce=lambda m: print(m, flush=True))
     if out is not None:
         _report([str(out)])
     return 0

@@ -31,7 +31,7 @@ THREE_DIR = WEB_DIR / "three"
 THREE_VERSION = (THREE_DIR / "VERSION").read_text(encoding="ascii").strip() if (THREE_DIR / "VERSION").exists() else ""
 MAX_SIDE = 8192  # wider skies are downscaled for the page (WebGL texture limits)
 
-__all__ = ["THREE_VERSION", "viewer_html", "export_viewer", "serve_html", "png_data_url"]
+__all__ = ["THREE_VERSION", "viewer_html", "export_viewer", "serve_html", "make_server", "png_data_url"]
 
 
 def _data_url(data: bytes, mime: str = "text/javascript") -> str:
@@ -86,10 +86,9 @@ def export_viewer(sky_path, folder, force: bool = False) -> Path:
     return outputs.write_text(out, "-->\n" + html, "viewer", comment="<!--")
 
 
-def serve_html(html: str, port: int = 0, open_browser: bool = True, announce=print) -> None:
-    """Serve one page from 127.0.0.1 (port 0: a free one) until Ctrl-C; open it in the browser."""
+def make_server(html: str, port: int = 0):
+    """An HTTP server on 127.0.0.1 that answers GET / with `html` (not started)."""
     import http.server
-    import webbrowser
 
     body = html.encode("utf-8")
 
@@ -109,11 +108,18 @@ def serve_html(html: str, port: int = 0, open_browser: bool = True, announce=pri
             log.debug(fmt, *args)
 
     try:
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        return http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     except OSError as e:
         raise AlisError(f"--port {port}: cannot listen on 127.0.0.1 ({e.strerror or e}); choose another port or 0") from None
+
+
+def serve_html(html: str, port: int = 0, open_browser: bool = True, announce=None) -> None:
+    """Serve one page from 127.0.0.1 (port 0: a free one) until Ctrl-C; open it in the browser."""
+    import webbrowser
+
+    server = make_server(html, port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
-    announce(f"serving the viewer at {url} (Ctrl-C stops)")
+    (announce or log.warning)(f"serving the viewer at {url} (Ctrl-C stops)")
     if open_browser:
         webbrowser.open(url)
     try:
@@ -125,7 +131,7 @@ def serve_html(html: str, port: int = 0, open_browser: bool = True, announce=pri
 
 
 def view(sky_path, port: int = 0, open_browser: bool = True, export_dir: Optional[str] = None,
-         force: bool = False, announce=print) -> Optional[Path]:
+         force: bool = False, announce=None) -> Optional[Path]:
     """`alis view`: export the page (with `export_dir`) or serve it."""
     if export_dir is not None:
         return export_viewer(sky_path, export_dir, force)
