@@ -92,9 +92,16 @@ def test_exported_viewer_from_disk_looks_where_the_hash_says(sky_files, tmp_path
     remote = ("src=\"http", "src='http", "\"https://", "\"http://", "//cdn")
     assert not any(r in html for r in remote), "the page must not load anything from the network"
     pages = [(f"{out.as_uri()}#yaw={y}&pitch={p}", tmp_path / f"y{y}p{p}.png") for y, p in VIEWS]
-    for (yaw, pitch), img in zip(VIEWS, screenshots(pages, tmp_path)):
+    # and off the centre: a 90° field of view puts (1, -0.5, 0) half way to the right edge (the camera's
+    # right is -Y when it looks along +X) and (1, 0, 0.5) half way to the top edge
+    pages.append((f"{out.as_uri()}#yaw=0&pitch=0&fov=90", tmp_path / "fov90.png"))
+    *shots, wide = screenshots(pages, tmp_path)
+    for (yaw, pitch), img in zip(VIEWS, shots):
         want = (look(yaw, pitch) + 1) / 2
         np.testing.assert_allclose(centre(img), want, atol=TOL, err_msg=f"yaw {yaw} pitch {pitch}")
+    for (x, y), d in [((120, 80), (1, -0.5, 0)), ((80, 40), (1, 0, 0.5)), ((120, 120), (1, -0.5, -0.5))]:
+        want = (np.asarray(d) / np.linalg.norm(d) + 1) / 2
+        np.testing.assert_allclose(centre(wide, x, y, r=2), want, atol=TOL, err_msg=f"pixel {x, y}")
 
 
 def test_threejs_preset_shows_the_right_way_round_in_three(sky_files, tmp_path):
