@@ -69,7 +69,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("unreal", "Unreal Engine", ((1, 0, 0), (0, -1, 0), (0, 0, 1)), None, None, None, "sky.hdr", 0.0,
            "Import sky.hdr (it becomes a Texture Cube from the long-lat image). Enable the HDRI Backdrop\n"
            "plugin, place an HDRI Backdrop actor and set its Cubemap to the imported texture; or use the\n"
-           "texture as a Sky Light's Source Cubemap.\n", "unreal"),
+           "texture as a Sky Light's Source Cubemap. The image's centre column is Blender +X (azimuth 0);\n"
+           "the axes below assume Unreal shows it at +X: if the sun lamp and the sun in the sky disagree,\n"
+           "turn the HDRI Backdrop about Z until they match.\n", "unreal"),
     Preset("godot", "Godot", _Y_UP_RIGHT, _EYE, None, "2x3", "sky.hdr", 0.25,
            "Panorama: WorldEnvironment > Environment > Background: Sky; Sky > Sky Material:\n"
            "PanoramaSkyMaterial with Panorama = sky.hdr.\n"
