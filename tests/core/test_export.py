@@ -368,3 +368,11 @@ def test_generate_with_target_and_layout(tmp_path, run_cli):
         ["px.png", "nx.png", "py.png", "ny.png", "pz.png", "nz.png", "sky.hdr", "README.txt"])
     bad = run_cli("generate", "--wrap", "--target", "unity")
     assert bad.returncode == 2 and "--cubemap DIR" in bad.stderr
+
+
+def test_a_cube_map_folder_reads_back_as_the_equirect(tmp_path, sky_png):
+    export.write_layout(load_image(sky_png), tmp_path / "cube")
+    sky = export.load_sky(tmp_path / "cube")
+    assert sky.display01.shape == (3, H, 2 * H)
+    core = (slice(None), slice(8, H - 8))  # away from the poles, where both resamplings blur most
+    assert float((sky.display01 - load_image(sky_png))[core].abs().max()) < 0.03
