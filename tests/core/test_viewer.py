@@ -6,9 +6,6 @@ except under CI (env CI set), where it fails: .ci/run installs it.
 """
 import json
 import math
-import os
-import shutil
-import subprocess
 import threading
 import urllib.request
 from pathlib import Path
@@ -16,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from alis_core import export, viewer
 from alis_core.image import save_float_image, save_png, linear_to_srgb
+from chromium_testing import centre, screenshots
 
 H = 64
 TOL = 10 / 255  # 8-bit PNG -> three.js cube render target -> 8-bit screenshot
@@ -38,41 +35,6 @@ def direction_sky(h=H):
 def look(yaw, pitch):
     y, p = math.radians(yaw), math.radians(pitch)
     return np.array([math.cos(p) * math.cos(y), math.cos(p) * math.sin(y), math.sin(p)])
-
-
-def chromium():
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        path = shutil.which(name)
-        if path:
-            return path
-    if os.environ.get("CI"):
-        pytest.fail("Chromium is not installed; .ci/run installs it (apt-get install chromium)")
-    pytest.skip("Chromium is not installed (apt-get install chromium); the browser tests need it")
-
-
-def screenshots(pages, tmp_path, size=(160, 160), extra=()):
-    """[(url, png path)] -> run headless Chromium on all of them at once; returns the images as arrays."""
-    exe = chromium()
-    procs = []
-    for i, (url, png) in enumerate(pages):
-        cmd = [exe, "--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader",
-               "--hide-scrollbars", "--no-first-run", "--disable-extensions", "--mute-audio",
-               f"--user-data-dir={tmp_path / f'profile{i}'}", f"--window-size={size[0]},{size[1]}",
-               "--virtual-time-budget=4000", f"--screenshot={png}", *extra, url]
-        procs.append(subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
-    out = []
-    for p, (url, png) in zip(procs, pages):
-        _, err = p.communicate(timeout=120)
-        assert Path(png).is_file(), f"no screenshot of {url}: {err.decode(errors='replace')[-800:]}"
-        with Image.open(png) as im:
-            out.append(np.asarray(im.convert("RGB"), np.float64) / 255)
-    return out
-
-
-def centre(img, x=None, y=None, r=3):
-    h, w, _ = img.shape
-    x, y = (w // 2 if x is None else x), (h // 2 if y is None else y)
-    return img[y - r:y + r, x - r:x + r].reshape(-1, 3).mean(0)
 
 
 @pytest.fixture(scope="module")
