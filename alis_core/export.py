@@ -257,7 +257,9 @@ def write_layout(eq01: torch.Tensor, folder, layout: str = "faces+cross", face_s
     from .image import save_image
     folder = Path(folder)
     names = layout_files(layout)
-    faces = engine_faces(eq01.float(), face_size or eq01.shape[1] // 2).clamp(0, 1)
+    size = face_size or eq01.shape[1] // 2
+    outputs.check_memory(outputs.cubemap_bytes(size), f"a cube map of {size} px faces", "lower --face-size")
+    faces = engine_faces(eq01.float(), size).clamp(0, 1)
     written = []
     if layout in ("faces+cross", "faces"):
         for name, face in zip(names, faces):
@@ -284,7 +286,7 @@ def preset_files(target: str) -> list[str]:
 
 def check_outputs(folder, names: Sequence[str], force: bool, option: str) -> Path:
     """Refuse before any work: a file in the way that is not our output of the same kind."""
-    folder = outputs.check_folder(folder, option)
+    folder = outputs.check_folder(folder, f"{option} folder")
     for name in names:
         kind = "readme" if name == "README.txt" else "image"
         outputs.check_replaceable(folder / name, kind, force, f"{option} file")
@@ -305,6 +307,9 @@ def export_arrays(display01: torch.Tensor, linear: torch.Tensor, folder, target:
     preset = PRESETS[options.check_choice(target, options.EXPORT_TARGETS, "--target")]
     folder = check_outputs(folder, preset_files(target), force, "--out")
     size = face_size or display01.shape[1] // 2
+    if preset.faces or preset.layout:
+        outputs.check_memory(outputs.cubemap_bytes(size), f"the {preset.title} cube map of {size} px faces",
+                             "lower --face-size")
     written: list[str] = []
     with outputs.FolderLock(folder if folder.is_dir() else _made(folder), "--out folder"):
         if preset.faces or preset.layout:
@@ -444,7 +449,7 @@ def check_generate_cubemap(a) -> None:
             raise AlisError("--layout and --target need --cubemap DIR (the folder they write into)")
         return
     names = preset_files(target) if target else layout_files(layout)
-    check_outputs(a.cubemap, names, a.force, "--cubemap folder")
+    check_outputs(a.cubemap, names, a.force, "--cubemap")
 
 
 def write_generate_cubemap(a, eq01: torch.Tensor, linear: Optional[torch.Tensor] = None) -> list[str]:
