@@ -375,16 +375,34 @@ def save_float_image(path: Union[str, os.PathLike], img01: Array, half: bool = F
     ``OpenEXR`` package (``pip install OpenEXR``); it is written ZIP-compressed as 32-bit float,
     or 16-bit half float with ``half=True``. Returns the path written.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".hdr", ".exr"):
-        raise AlisError(f"save_float_image: {path} must end in .hdr or .exr")
-    img = _to_numpy_chw(img01, "save_float_image")
-    if img.shape[0] != 3:
-        raise AlisError(f"save_float_image: expected an RGB image [3, H, W], got shape {img.shape}")
-    _check_finite(img, "save_float_image")
-    linear = np.ascontiguousarray(chw_to_hwc(srgb_to_linear(np.clip(img, 0.0, None))), dtype=np.float32)
-    if suffix == ".exr":
+    img = _float_image_array(path, img01, "save_float_image")
+    return _write_float_image(Path(path), srgb_to_linear(np.clip(img, 0.0, None)), half)
+
+
+def save_radiance(path: Union[str, os.PathLike], hdr: Array, half: bool = False) -> Path:
+    """Write scene-linear radiance [3, H, W] (any range >= 0, e.g. a completed sky with its sun)
+    as ``.hdr`` or ``.exr``, values as they are (see save_float_image for the formats). Half-float
+    EXR tops out at 65504: keep such skies in float32 EXR or .hdr."""
+    img = _float_image_array(path, hdr, "save_radiance")
+    if half and float(img.max(initial=0.0)) > 65504.0:
+        raise AlisError(f"save_radiance: {path}: values up to {float(img.max()):.0f} overflow half floats "
+                        "(max 65504); write float32 EXR or .hdr")
+    return _write_float_image(Path(path), np.clip(img, 0.0, None), half)
+
+
+def _float_image_array(path: Union[str, os.PathLike], img: Array, what: str) -> np.ndarray:
+    if Path(path).suffix.lower() not in (".hdr", ".exr"):
+        raise AlisError(f"{what}: {path} must end in .hdr or .exr")
+    arr = _to_numpy_chw(img, what)
+    if arr.shape[0] != 3:
+        raise AlisError(f"{what}: expected an RGB image [3, H, W], got shape {arr.shape}")
+    _check_finite(arr, what)
+    return arr
+
+
+def _write_float_image(path: Path, linear_chw: np.ndarray, half: bool) -> Path:
+    linear = np.ascontiguousarray(chw_to_hwc(linear_chw), dtype=np.float32)
+    if path.suffix.lower() == ".exr":
         exr = _import_openexr()
         with atomic_path(path) as tmp:
             _write_exr(exr, tmp, linear, half)
