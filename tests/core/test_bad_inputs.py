@@ -41,7 +41,7 @@ def workdir(tmp_path, monkeypatch, tiny_checkpoint):
     (tmp_path / "anchors.json").write_text('{"anchors": [1, 2, 3]}')
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "afile").write_text("x")
-    (tmp_path / "e.json").write_text('{"my": "settings"}')  # not a sky sidecar: never replaced
+    (tmp_path / "f.json").write_text('{"my": "settings"}')  # not a sky sidecar: never replaced
     return tmp_path
 
 
@@ -90,8 +90,7 @@ GENERATE = [
     (["--equirect", "e.exr", "--sun", "nan,30"], "--sun azimuth must be a number"),
     (["--equirect", "e.exr", "--exposure", "nan"], "--exposure must be a number within"),
     (["--equirect", "e.exr", "--exposure", "1e9"], "--exposure must be a number within"),
-    (["--equirect", "anchors.exr"], "the extension chooses the format"),
-    (["--equirect", "e.exr", "--cubemap", "c"], "--equirect's sky.json"),  # workdir holds a foreign e.json
+    (["--equirect", "f.exr", "--cubemap", "c"], "--equirect's sky.json"),  # workdir holds a foreign f.json
     (["--batch-size", "0"], "--batch-size must be within"),
     (["--batch-size", str(10 ** 9)], "--batch-size must be within"),
     (["--bits", "12"], "--bits must be 8 or 16"),
