@@ -147,7 +147,7 @@ def test_source_errors_name_the_path(tmp_path):
     bad.mkdir()
     (bad / "x.png").write_bytes(b"nope")
     _save(bad / "y.png", 4, 4)
-    with pytest.raises(AlisError, match=r"no usable images in .*bad.*1 unreadable, 1 smaller"):
+    with pytest.raises(AlisError, match=r"no usable images in .*bad: skipped 2 of 2 files \(1 unreadable, 1 too small\): x.png, y.png"):
         prepare_dataset(bad, R, cache_dir=tmp_path / "cache")
     with pytest.raises(AlisError, match="dataset not found: .*missing"):
         prepare_dataset(tmp_path / "missing", R, cache_dir=tmp_path / "cache")
