@@ -40,6 +40,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import tempfile
 import warnings
 import zipfile
@@ -177,7 +178,8 @@ def _decode_frames(data: io.BytesIO | Path, resolution: int) -> np.ndarray:
             raise _Skip("too small", f"{w}x{h} px, short side under {math.ceil(r * MIN_SIZE_FRACTION)}")
         if im.format == "JPEG":
             im.draft(None, (r, r))  # decode at a reduced DCT scale when the photo is much larger
-        im.load()
+        with _quiet_native_stderr() if im.format == "TIFF" else contextlib.nullcontext():
+            im.load()
         im = _to_rgb(_icc_to_srgb(ImageOps.exif_transpose(im)))
     w, h = im.size
     if w >= h:
@@ -193,6 +195,28 @@ def _decode_frames(data: io.BytesIO | Path, resolution: int) -> np.ndarray:
         y = (size[1] - r) // 2
         crops = [a[y:y + r]]
     return np.stack(crops).transpose(0, 3, 1, 2).copy()                  # [K, 3, R, R]
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence file descriptor 2 while libtiff decodes: it prints its own lines about damaged
+    files ("Using code not yet in table", ...) there, and such a file is reported once, as skipped."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, AttributeError, ValueError):
+        yield
+        return
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, 2)
+        finally:
+            os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager
