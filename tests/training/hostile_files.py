@@ -16,7 +16,7 @@ def make_png(w: int = 40, h: int = 30, seed: int = 0) -> bytes:
 
 
 def fuzzed_tiff(entry_type: int = 2) -> bytes:
-    """A 32x24 RGB TIFF whose StripOffsets entry has its field type changed, as a fuzzer does:
+    """An 80x64 RGB TIFF whose StripOffsets entry has its field type changed, as a fuzzer does:
     type 2 (ASCII) makes Pillow raise TypeError, type 16 OverflowError (neither is an OSError)."""
     import io
     import struct
@@ -25,7 +25,7 @@ def fuzzed_tiff(entry_type: int = 2) -> bytes:
     from PIL import Image
 
     b = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(b, "TIFF")
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(b, "TIFF")
     data = bytearray(b.getvalue())
     assert data[:2] == b"II"
     ifd = struct.unpack("<I", data[4:8])[0]
