@@ -1,15 +1,17 @@
 """Hostile data files for the dataset and bad-input tests (built on the fly, tiny on disk)."""
 from __future__ import annotations
 
+import io
+import struct
+import zipfile
+import zlib
+
+import numpy as np
+from PIL import Image
 
 
 def make_png(w: int = 40, h: int = 30, seed: int = 0) -> bytes:
     """A small ordinary RGB PNG."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
     b = io.BytesIO()
     Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)).save(b, "PNG")
     return b.getvalue()
@@ -18,12 +20,6 @@ def make_png(w: int = 40, h: int = 30, seed: int = 0) -> bytes:
 def fuzzed_tiff(entry_type: int = 2) -> bytes:
     """An 80x64 RGB TIFF whose StripOffsets entry has its field type changed, as a fuzzer does:
     type 2 (ASCII) makes Pillow raise TypeError, type 16 OverflowError (neither is an OSError)."""
-    import io
-    import struct
-
-    import numpy as np
-    from PIL import Image
-
     b = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(b, "TIFF")
     data = bytearray(b.getvalue())
@@ -39,9 +35,6 @@ def fuzzed_tiff(entry_type: int = 2) -> bytes:
 
 def bomb_png(w: int = 13000, h: int = 13000) -> bytes:
     """A valid 1-bit PNG of w x h pixels (169 Mpx by default): ~20 KB on disk, 507 MB as RGB."""
-    import struct
-    import zlib
-
     def chunk(kind: bytes, payload: bytes) -> bytes:
         return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
 
@@ -54,9 +47,6 @@ def bomb_png(w: int = 13000, h: int = 13000) -> bytes:
 
 def zip_declaring(path, name: str, size: int, payload: bytes) -> None:
     """A zip whose one member `name` declares `size` bytes uncompressed (a zip bomb's directory entry)."""
-    import struct
-    import zipfile
-
     with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
         zf.writestr(name, payload)
     data = bytearray(open(path, "rb").read())

@@ -252,3 +252,29 @@ def test_two_gloo_ranks_share_refusals_and_the_lock(tmp_path):
     assert r0["ok"][0] == r1["ok"][0] == 0
     assert not (tmp_path / "new").exists()
     assert not (tmp_path / "ok" / LOCK_NAME).exists() and load_state(tmp_path / "ok" / "state.pt")["step"] == 1
+
+
+def test_ctrl_c_through_the_cli_frees_the_lock_and_resumes(tmp_path, capsys):
+    """SIGINT while `alis train` runs (whenever it lands): exit 130, the lock is gone, --resume finishes."""
+    import threading
+
+    out = tmp_path / "run"
+
+    def interrupt_once_training():
+        deadline = time.monotonic() + 60
+        while not (out / "stats.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=interrupt_once_training)
+    t.start()
+    try:
+        rc = train_main(["--data", "synthetic:16", "--out", str(out), "--kimg", "1", *SMALL_ARGS])
+    finally:
+        t.join()
+    assert rc == 130 and "--resume" in capsys.readouterr().err
+    assert not (out / LOCK_NAME).exists()
+    step = load_state(out / "state.pt")["step"]
+    assert 1 <= step < 250
+    assert train_main(["--out", str(out), "--resume", "--kimg", str((step + 1) * 0.004), "--quiet"]) == 0
+    assert [r["step"] for r in _records(out / "stats.jsonl")] == list(range(1, step + 2))
