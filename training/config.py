@@ -25,7 +25,7 @@ _INT_RANGES: dict[str, tuple[int, int]] = {
     "channel_base": (1, 1 << 20), "channel_max": (1, 4096), "d_channel_base": (1, 1 << 20),
     "d_channel_max": (1, 4096), "grid_size": (1, 4), "mbstd_group_size": (0, 1024), "batch": (1, 1 << 16),
     "r1_interval": (1, 1 << 20), "pl_interval": (1, 1 << 20), "pl_batch_shrink": (1, 1 << 16),
-    "metric_num": (0, 1 << 20), "sample_rows": (0, 64), "sample_anchors": (2, 64), "seed": (0, MAX_SEED),
+    "metric_num": (0, 1 << 20), "sample_rows": (1, 64), "sample_anchors": (2, 64), "seed": (0, MAX_SEED),
 }
 _FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
     "w_coord_dist": (0.0, 64.0, False), "g_lr": (0.0, 10.0, False), "d_lr": (0.0, 10.0, False),
@@ -131,9 +131,10 @@ class TrainConfig:
         for name in ("flip",):
             if not isinstance(getattr(self, name), bool):
                 raise bad(f"{name} must be true or false, got {getattr(self, name)!r}")
-        for name in ("g_kwargs", "d_kwargs"):
+        for name, cls in (("g_kwargs", GeneratorConfig), ("d_kwargs", DiscriminatorConfig)):
             if not isinstance(getattr(self, name), dict):
                 raise bad(f"{name} must be a JSON object of generator/discriminator fields, got {getattr(self, name)!r}")
+            _check_model_kwargs(name, getattr(self, name), cls)
         for name, choices in (("dtype", DTYPE_NAMES), ("noise_mode", NOISE_MODES)):
             if getattr(self, name) not in choices:
                 raise bad(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
@@ -192,6 +193,33 @@ class TrainConfig:
                 raise AlisError(f"--set {pair!r}: expected key=value with a key among: {close}")
             changes[key] = parse_value(text.strip(), getattr(self, key), key)
         return self.replace(**changes)
+
+
+def _check_model_kwargs(name: str, kw: dict[str, Any], cls) -> None:
+    """Each value of g_kwargs/d_kwargs has the type of its GeneratorConfig/DiscriminatorConfig field
+    and a sane value (whole numbers >= 1, finite numbers >= 0, RGB images), else one clear error."""
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(cls)}
+    for key, v in kw.items():
+        if key not in defaults:
+            continue  # the config itself names unknown fields
+        d = defaults[key]
+        if key == "img_channels":
+            ok = v == 3 and not isinstance(v, bool)  # the trainer's frames are RGB
+        elif isinstance(d, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(d, int):
+            ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20
+        elif isinstance(d, float) or key == "conv_clamp":
+            ok = (v is None and key == "conv_clamp") or (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0)
+        elif isinstance(d, dict):
+            ok = isinstance(v, dict) and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4096
+                                             for x in v.values())
+        else:
+            ok = True
+        if not ok:
+            raise AlisError(f"training config: {name} {key}={v!r} is not a valid value for that field")
 
 
 def parse_value(text: str, current: Any, key: str) -> Any:

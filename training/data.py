@@ -416,7 +416,7 @@ def _cache_paths(cache_dir: Path, stem: str, ident: str, resolution: int) -> tup
 def _summarise_skipped(skipped: list[dict], total: int) -> str:
     counts = {kind: sum(s["kind"] == kind for s in skipped) for kind in SKIP_KINDS}
     parts = ", ".join(f"{v} {k}" for k, v in counts.items() if v)
-    names = [s["name"] for s in skipped]
+    names = [re.sub(r"[\x00-\x1f\x7f]", "?", s["name"]) for s in skipped]  # the summary stays one line
     shown = ", ".join(names[:10]) + (f", ... and {len(names) - 10} more" if len(names) > 10 else "")
     return f"skipped {len(skipped)} of {total} files ({parts}): {shown}"
 

@@ -88,7 +88,7 @@ CASES = [
     *[(TRAIN, f"--data synthetic:16 --out {{w}}/new --set {field}={v}", f"{field} must be a whole number in")
       for field, v in (("z_dim", 100000), ("w_dim", 0), ("mapping_layers", 1000), ("channel_max", -1),
                        ("batch", 1 << 20), ("r1_interval", 0), ("pl_interval", -3), ("metric_num", -1),
-                       ("sample_rows", 1000), ("sample_anchors", 1), ("mbstd_group_size", -1),
+                       ("sample_rows", 1000), ("sample_rows", 0), ("sample_anchors", 1), ("mbstd_group_size", -1),
                        ("resolution", 1 << 20), ("seed", -5))],
     (TRAIN, "--data synthetic:16 --out {w}/new --set resolution=48", "power of two"),
     (TRAIN, "--data synthetic:16 --out {w}/new --set batch=1e400", "--set batch=1e400: expected a finite number"),
@@ -97,6 +97,10 @@ CASES = [
     (TRAIN, "--data synthetic:16 --out {w}/new --set noise_mode=loud", "noise_mode must be one of none, const, random"),
     (TRAIN, "--data synthetic:16 --out {w}/new --set dtype=float64", "dtype must be one of float32, bfloat16"),
     (TRAIN, "--data synthetic:16 --out {w}/new --set g_kwargs=5", "g_kwargs must be a JSON object"),
+    (TRAIN, '--data synthetic:16 --out {w}/new --set g_kwargs={{"conv_clamp":"x"}}', "g_kwargs conv_clamp='x' is not"),
+    (TRAIN, '--data synthetic:16 --out {w}/new --set g_kwargs={{"coord_dims":5}}', "g_kwargs coord_dims=5 is not"),
+    (TRAIN, '--data synthetic:16 --out {w}/new --set d_kwargs={{"mbstd_num_channels":-1}}', "d_kwargs mbstd_num"),
+    (TRAIN, '--data synthetic:16 --out {w}/new --set d_kwargs={{"img_channels":0}}', "d_kwargs img_channels=0"),
     (TRAIN, "--data synthetic:16 --out {w}/new --set flip=1", "expected true or false"),
     (TRAIN, "--data synthetic:16 --out {w}/new --set nope=1", "--set 'nope=1': expected key=value with a key among"),
     # data
