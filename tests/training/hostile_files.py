@@ -54,3 +54,15 @@ def zip_declaring(path, name: str, size: int, payload: bytes) -> None:
     data[local + 22:local + 26] = struct.pack("<I", size)
     data[central + 24:central + 28] = struct.pack("<I", size)
     open(path, "wb").write(bytes(data))
+
+
+def damaged_lzw_tiff() -> bytes:
+    """An 80x64 LZW TIFF with the start of its strip inverted: libtiff fails it and prints its own
+    lines ("Using code not yet in table") on file descriptor 2."""
+    b = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(
+        b, "TIFF", compression="tiff_lzw")
+    data = bytearray(b.getvalue())
+    for i in range(8, 48):  # Pillow writes the strip right after the 8-byte header
+        data[i] ^= 0xFF
+    return bytes(data)

@@ -255,9 +255,10 @@ def _with_alarm(seconds, fn, *args, **kw):
 
 
 def test_hostile_files_are_skipped_and_named(tmp_path, caplog, capfd):
-    """A FIFO (never opened), fuzzed TIFFs (TypeError/OverflowError inside Pillow), a 169 Mpx PNG
-    (over Pillow's bomb limit, refused before decoding) next to one good photo: one warning, no hang."""
-    from hostile_files import bomb_png, fuzzed_tiff, make_png
+    """A FIFO (never opened), fuzzed TIFFs (TypeError/OverflowError inside Pillow, libtiff's errors),
+    a 169 Mpx PNG (over Pillow's bomb limit, refused before decoding) next to one good photo: one
+    warning and nothing else on stderr, no hang."""
+    from hostile_files import bomb_png, damaged_lzw_tiff, fuzzed_tiff, make_png
 
     src = tmp_path / "photos"
     src.mkdir()
@@ -265,17 +266,18 @@ def test_hostile_files_are_skipped_and_named(tmp_path, caplog, capfd):
     os.mkfifo(src / "pipe.jpg")
     (src / "fuzz-a.tif").write_bytes(fuzzed_tiff(2))
     (src / "fuzz-b.tif").write_bytes(fuzzed_tiff(16))
+    (src / "lzw.tif").write_bytes(damaged_lzw_tiff())
     (src / "bomb.png").write_bytes(bomb_png())
     with caplog.at_level(logging.WARNING, logger="training.data"):
         ds = _with_alarm(30, prepare_dataset, src, R, cache_dir=tmp_path / "cache")
     assert len(ds) == 2 and [f["name"] for f in ds.manifest["files"]] == ["good.png"]
     kinds = {s["name"]: s["kind"] for s in ds.manifest["skipped"]}
     assert kinds == {"bomb.png": "too large", "fuzz-a.tif": "unreadable", "fuzz-b.tif": "unreadable",
-                     "pipe.jpg": "not a regular file"}
+                     "lzw.tif": "unreadable", "pipe.jpg": "not a regular file"}
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert warnings == ["skipped 4 of 5 files (2 unreadable, 1 too large, 1 not a regular file): "
-                        "bomb.png, fuzz-a.tif, fuzz-b.tif, pipe.jpg"]
-    assert "DecompressionBomb" not in capfd.readouterr().err  # Pillow's own warning is not repeated
+    assert warnings == ["skipped 5 of 6 files (3 unreadable, 1 too large, 1 not a regular file): "
+                        "bomb.png, fuzz-a.tif, fuzz-b.tif, lzw.tif, pipe.jpg"]
+    assert capfd.readouterr().err == ""  # neither Pillow's bomb warning nor libtiff's own lines
 
 
 def test_zip_member_over_the_size_bound_is_skipped_unread(tmp_path, monkeypatch):
