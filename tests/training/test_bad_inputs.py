@@ -185,3 +185,29 @@ def test_list_presets_needs_no_out(capsys):
     assert train_main(["--list-presets"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("tiny: resolution=32") and "lhq1024:" in out
+
+
+def test_a_real_process_prints_exactly_one_line(tmp_path):
+    """Through `python -m training` (file descriptor 2 itself, logging as the command sets it up): a
+    folder of nothing but hostile files is one error line, with no libtiff or Pillow chatter."""
+    import subprocess
+    import sys
+
+    from hostile_files import damaged_lzw_tiff
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "a.tif").write_bytes(fuzzed_tiff())
+    (src / "b.tif").write_bytes(damaged_lzw_tiff())
+    (src / "c.png").write_bytes(bomb_png())
+    os.mkfifo(src / "d.jpg")
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run([sys.executable, "-m", "training", "--data", str(src), "--out", str(tmp_path / "run"),
+                           "--cache-dir", str(tmp_path / "cache")], cwd=root, capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        f"error: no usable images in {src.resolve()}: skipped 4 of 4 files (2 unreadable, 1 too large, "
+        "1 not a regular file): a.tif, b.tif, c.png, d.jpg; add readable JPEG/PNG/WebP images of at least "
+        "16 px on the short side, or lower the resolution"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photos"]
