@@ -578,6 +578,7 @@ class Trainer:
                 if removed:
                     log.warning("replacing the run in %s (%s)", self.out, ", ".join(removed))
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        self.resumed = True  # a second run() on this trainer continues the run
         status = "done"
         tick_time = time.perf_counter()
         tick_steps = 0
