@@ -285,14 +285,18 @@ def _unfilter_sequential(line: np.ndarray, prev: np.ndarray, bpp: int, kind: int
 
 def read_png_text(path: Union[str, os.PathLike]) -> dict[str, str]:
     """Text chunks (tEXt, zTXt, iTXt) of a PNG file as a dict."""
+    import io
+
     from PIL import Image
 
+    data = read_regular_file(path, "image", MAX_IMAGE_BYTES)
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
+            _check_pixels(Path(path), *im.size)  # text after the pixels is read by decoding them
             im.load()
             return {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
-    except OSError as e:
-        raise AlisError(f"cannot read {path}: {e}") from e
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise AlisError(f"cannot read {path}: {e}") from None
 
 
 # Reading. Files come from users and from the internet: only regular files are opened (a FIFO
