@@ -69,7 +69,7 @@ def _check_names_and_shapes(expected: dict[str, tuple], shapes: dict[str, tuple]
         if missing:
             parts.append(f"missing {len(missing)} tensors (e.g. {', '.join(missing[:3])})")
         if unexpected:
-            parts.append(f"unexpected {len(unexpected)} tensors (e.g. {', '.join(k[:80] for k in unexpected[:3])})")
+            parts.append(f"unexpected {len(unexpected)} tensors (e.g. {', '.join(legacy.one_line(k, 80) for k in unexpected[:3])})")
         raise AlisError(f"{path}: {what} does not match its config: {'; '.join(parts)}")
     for k, shape in shapes.items():
         if tuple(shape) != tuple(expected[k]):
@@ -98,7 +98,7 @@ def _load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: 
 
 def _safetensors_error(path: Path, e: Exception) -> AlisError:
     return AlisError(f"{path} is not a readable .safetensors checkpoint (truncated or corrupt?): "
-                     f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}")
+                     f"{legacy.one_line(e) if str(e) else type(e).__name__}")
 
 
 def _read_header(path: Path) -> tuple[dict[str, str], dict[str, tuple]]:
@@ -193,7 +193,7 @@ def load_generator(path: str | Path | None = None, device: str | torch.device = 
     if meta.get("format") != FORMAT_NAME:
         raise AlisError(f"{path} is a .safetensors file but not an ALIS checkpoint (no '{FORMAT_NAME}' metadata)")
     version = meta.get("format_version", "0") or "0"
-    if not version.isdigit():
+    if not (version.isascii() and version.isdigit() and len(version) <= 6):
         raise AlisError(f"{path}: format_version must be a whole number, got {version[:20]!r}")
     if int(version) > FORMAT_VERSION:
         raise AlisError(f"{path} uses checkpoint format {version}; this alis reads up to {FORMAT_VERSION}: upgrade alis")
@@ -217,7 +217,7 @@ def _config_from_meta(meta: dict[str, str], key: str, cls, path: Path):
     except AlisError as e:
         raise _named(path, e) from None
     except TypeError as e:  # a required field missing
-        raise AlisError(f"{path}: invalid {key} metadata ({str(e)[:120]})") from None
+        raise AlisError(f"{path}: invalid {key} metadata ({legacy.one_line(e, 120)})") from None
 
 
 def load_discriminator(path: str | Path, device: str | torch.device = "cpu") -> Discriminator:

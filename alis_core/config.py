@@ -111,9 +111,10 @@ class GeneratorConfig:
                             f"got {_show(self.coord_dims)}")
         dims = {}
         for k, v in self.coord_dims.items():
-            if not isinstance(k, (str, int)) or isinstance(k, bool) or not str(k).isdigit():
+            key = str(k)
+            if isinstance(k, bool) or not (key.isascii() and key.isdigit() and len(key) <= 5):
                 raise AlisError(f"{what} coord_dims keys must be resolutions, got {_show(k)}")
-            dims[str(int(k))] = _check_int(what, f"coord_dims[{str(k)}]", v, bounds="coord_dim")
+            dims[str(int(key))] = _check_int(what, f"coord_dims[{key}]", v, bounds="coord_dim")
         self.coord_dims = dims
         res = self.img_resolution
         if res < 8 or res & (res - 1):

@@ -3,7 +3,10 @@
 The official pickles rebuild modules through `torch_utils.persistence`, whose records carry the
 module's Python source. We never run it: a restricted unpickler resolves only an allowlist of
 tensor-rebuild functions and inert containers, and turns every persistent-module record into a
-plain `PersistentRecord` holding the class name, constructor arguments and tensors.
+plain `PersistentRecord` holding the class name, constructor arguments and tensors. It sets state
+(BUILD) only on its own stand-ins, parses tensor storages itself (a declared size never allocates
+more than the file holds) and bounds its work, so a hostile file costs at most its own size.
+`load_official(path) -> (config, state)` is the one entry point of the checkpoint loader.
 """
 from __future__ import annotations
 
@@ -27,9 +30,10 @@ from .layers import logarithmic_basis
 log = logging.getLogger(__name__)
 
 
-# Bounds for what a snapshot may make the unpickler do. The official LHQ 1024 snapshot is about
-# 0.4 GB with a few hundred thousand pickle operations; these leave room for larger models while
-# keeping a hostile file's cost proportional to its size and far below a machine's memory.
+# Bounds for what a snapshot may make the unpickler do. The 64 px official fixture takes 107 k
+# operations, 17 k memo entries and 201 argument values 5 levels deep; these grow with the number
+# of modules (an LHQ 1024 snapshot has a few times more), not with the weights, and a hostile
+# file stays far below a machine's memory. Weights are bytes: MAX_PICKLE_BYTES bounds them.
 MAX_PICKLE_BYTES = 4 << 30
 MAX_OPS = 20_000_000  # pickle operations (each creates at most one object)
 MAX_MEMO = 2_000_000  # memo entries (objects a pickle may refer to again)
@@ -312,7 +316,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
             return _ALLOWED[(module, name)]
         if module in _INERT_MODULES or module.startswith("omegaconf."):
             return _Inert
-        raise pickle.UnpicklingError(f"refusing to load {str(module)[:60]}.{str(name)[:60]}: "
+        raise pickle.UnpicklingError(f"refusing to load {one_line(module, 60)}.{one_line(name, 60)}: "
                                      "not a tensor or a plain container")
 
     def persistent_load(self, pid):
@@ -344,6 +348,12 @@ def _to_python(obj: Any, budget: list[int] | None = None, depth: int = 0) -> Any
     return obj
 
 
+def one_line(text: Any, limit: int = 200) -> str:
+    """`text` as a short single line: names and messages from a file may hold newlines or controls."""
+    text = "".join(c if c.isprintable() else "?" for c in str(text)[:limit])
+    return text
+
+
 def _short(v: Any) -> str:
     """A bad value for an error line: short whatever it holds."""
     if isinstance(v, (dict, list, tuple, set)):
@@ -361,9 +371,9 @@ def read_official_pickle(path: str | Path) -> dict[str, Any]:
     try:
         obj = _RestrictedUnpickler(io.BytesIO(data)).load()
     except pickle.UnpicklingError as e:
-        raise AlisError(f"{path}: {str(e)[:300]}; it is not a safe official ALIS snapshot") from None
+        raise AlisError(f"{path}: {one_line(e, 300)}; it is not a safe official ALIS snapshot") from None
     except Exception as e:  # truncated or corrupt data raises many exception types
-        raise AlisError(f"{path} is not a readable official ALIS snapshot ({type(e).__name__}: {str(e)[:200]})") from None
+        raise AlisError(f"{path} is not a readable official ALIS snapshot ({type(e).__name__}: {one_line(e)})") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("G_ema"), PersistentRecord):
         raise AlisError(f"{path} holds no G_ema network; is it an official ALIS network-snapshot pickle?")
     return obj
@@ -383,7 +393,7 @@ def load_official(path: str | Path, network: str = "G_ema"):
     try:
         kwargs, tensors = official_init_kwargs(rec), rec.tensors()
     except _TooComplex as e:
-        raise AlisError(f"{path}: {e}; it is not a plain official ALIS snapshot") from None
+        raise AlisError(f"{path}: {one_line(e)}; it is not a plain official ALIS snapshot") from None
     if network == "D":
         cfg = discriminator_config_from_official(kwargs, path)
         return cfg, {k: v for k, v in tensors.items() if not k.endswith("resample_filter")}
@@ -440,7 +450,7 @@ def generator_config_from_official(kwargs: dict[str, Any], path: Path = Path("?"
         raise AlisError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     except (TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as e:  # a value of the wrong kind
         raise AlisError(f"{path}: malformed official constructor arguments ({type(e).__name__}: "
-                        f"{str(e)[:120]})") from None
+                        f"{one_line(e, 120)})") from None
 
 
 def _generator_config_from_official(kw: Any, path: Path) -> GeneratorConfig:
@@ -528,7 +538,7 @@ def discriminator_config_from_official(kwargs: dict[str, Any], path: Path = Path
         msg = str(e)
         raise AlisError(msg if msg.startswith(str(path)) else f"{path}: {msg}") from None
     except (TypeError, ValueError, AttributeError, OverflowError, RuntimeError) as e:
-        raise AlisError(f"{path}: malformed discriminator arguments ({type(e).__name__}: {str(e)[:120]})") from None
+        raise AlisError(f"{path}: malformed discriminator arguments ({type(e).__name__}: {one_line(e, 120)})") from None
 
 
 def _dig(d: Any, keys: tuple, default: Any) -> Any:
@@ -604,14 +614,14 @@ def check_derived_buffers(cfg: GeneratorConfig, derived: dict[str, torch.Tensor]
         if not name.endswith(".basis"):
             continue
         block = name.split(".")[1] if name.count(".") >= 2 else ""
-        res = int(block[1:]) if block[:1] == "b" and block[1:].isdigit() else -1
+        res = int(block[1:]) if block[:1] == "b" and block[1:].isascii() and block[1:].isdigit() and len(block) <= 6 else -1
         if res == 4:
             ours = logarithmic_basis(4, cfg.channels(4), remove_lowest_freq=True, use_diagonal=True)
         elif res in cfg.block_resolutions:
             ours = logarithmic_basis(res, cfg.coord_dims[str(res)], remove_lowest_freq=True,
                                      use_diagonal=cfg.coord_use_diagonal)
         else:
-            raise AlisError(f"{path}: {name[:80]} belongs to no block of this config")
+            raise AlisError(f"{path}: {one_line(name, 80)} belongs to no block of this config")
         if (not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(ours.shape)
                 or not np.allclose(t.double().numpy(), ours.double().numpy(), rtol=1e-5, atol=1e-5)):
-            raise AlisError(f"{path}: coordinate basis {name} differs from this config's; unsupported variant")
+            raise AlisError(f"{path}: coordinate basis {one_line(name, 80)} differs from this config's; unsupported variant")

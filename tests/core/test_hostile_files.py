@@ -86,6 +86,8 @@ _BAD_CONFIG_VALUES = [
     ("coord_dims", {"8": "32", "16": 32, "32": 64, "64": 128}, "coord_dims[8] must be an integer"),
     ("coord_dims", "${coord_dims}", "coord_dims must be an object"),
     ("coord_dims", {"8": 1, "16": 32, "32": 64, "64": 128}, "coord_dims[8] must be at least"),
+    ("coord_dims", {"\u00b2": 32, "8": 32, "16": 32, "32": 64, "64": 128}, "coord_dims keys must be resolutions"),
+    ("coord_dims", {"9" * 5000: 32, "8": 32, "16": 32, "32": 64, "64": 128}, "coord_dims keys must be resolutions"),
     ("coord_use_cosine", "yes", "coord_use_cosine must be true or false"),
     ("coord_use_diagonal", 1, "coord_use_diagonal must be true or false"),
     # each value in bounds, together more than MAX_PARAMETERS (with channel_base 2**20)
@@ -163,6 +165,20 @@ def test_discriminator_config_is_checked(tmp_path, tiny_G):
                                                             "channel_max must be an integer")]:
         path = _rewrite(src, tmp_path / "bad.safetensors", edit_meta=lambda m: m.update(discriminator_config=value))
         _one_line_error(lambda: alis_core.load_discriminator(path), path, needle)
+
+
+@pytest.mark.parametrize("case", ["tensor_name", "version_superscript", "version_long", "pickle_global"])
+def test_names_from_the_file_stay_on_one_line(tmp_path, tiny_checkpoint, case):
+    path = tmp_path / "odd.safetensors"
+    if case == "tensor_name":
+        _rewrite(tiny_checkpoint, path, edit_tensors=lambda t: t.update({"G.a\nb\rc": torch.zeros(1)}))
+    elif case.startswith("version"):
+        value = "\u00b2" if case == "version_superscript" else "9" * 5000
+        _rewrite(tiny_checkpoint, path, edit_meta=lambda m: m.update(format_version=value))
+    else:  # STACK_GLOBAL takes any strings, newlines included
+        path = tmp_path / "odd.pkl"
+        path.write_bytes(b"\x80\x04\x8c\x04os\nx\x8c\x06system\x93.")
+    _one_line_error(lambda: alis_core.load_generator(path), path)
 
 
 # ---------------------------------------------------------------------------------------------
