@@ -180,7 +180,7 @@ def _load_storage(blob: Any) -> _Storage:
     nbytes = numel * torch.empty(0, dtype=dtype).element_size()
     if nbytes > len(blob) - f.tell():
         raise pickle.UnpicklingError(f"a tensor's data declares {nbytes} bytes but holds {len(blob) - f.tell()}")
-    data = bytearray(f.read(nbytes))
+    data = bytearray(memoryview(blob)[f.tell():f.tell() + nbytes])  # one copy, writable for torch
     return _Storage(torch.frombuffer(data, dtype=dtype) if numel else torch.empty(0, dtype=dtype))
 
 
@@ -389,7 +389,9 @@ def load_official(path: str | Path, network: str = "G_ema"):
     snap = read_official_pickle(path)
     rec = snap.get(network)
     if not isinstance(rec, PersistentRecord):
-        raise AlisError(f"{path} holds no {'discriminator (D is None); convert without --with-discriminator' if network == 'D' else network}")
+        if network == "D":
+            raise AlisError(f"{path} holds no discriminator (D is None); convert without --with-discriminator")
+        raise AlisError(f"{path} holds no {network} network; is it an official ALIS network-snapshot pickle?")
     try:
         kwargs, tensors = official_init_kwargs(rec), rec.tensors()
     except _TooComplex as e:
