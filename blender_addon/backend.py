@@ -437,9 +437,9 @@ def generate_in_process(
         checkpoint, str(options.resolve_device(device, "device")))
     with torch.no_grad():
         anchors = alis_core.sample_anchors(G, params.anchors, params.seed, truncation_psi=params.psi)
-        # seed= is the noise seed (noise mode "random"); the scene seed doubles as it, as in the CLI
+        # noise_seed (noise mode "random"): the scene seed doubles as it, as in the CLI
         strip = alis_core.panorama(G, anchors, wrap=params.wrap, noise_mode=params.noise_mode, progress=progress,
-                                   seed=params.seed, context=DEFAULTS.context)  # [3, H, W]
+                                   noise_seed=params.seed, context=DEFAULTS.context)  # [3, H, W]
         hdr, info = sky.complete_sky(
             image.to_unit(strip).float().cpu(), horizon=params.horizon, strip_scale=params.strip_scale,
             sky=params.sky, sun=params.sun, sun_disk=params.sun_disk, exposure=params.exposure,
