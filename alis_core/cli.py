@@ -117,7 +117,18 @@ def _add_generate(sub) -> None:
     p.add_argument("--cubemap", default=None, help="folder for six cube faces + a cross layout (implies --wrap)")
     p.add_argument("--strip-scale", type=float, default=1.0,
                    help="vertical stretch of the strip in the equirect (1 = square pixels)")
-    p.add_argument("--cap-blur", type=float, default=None, help="how fast the sky/ground fill blurs (default 2)")
+    p.add_argument("--cap-blur", type=float, default=None, help="--sky blur: how fast the fill blurs (default 2)")
+    p.add_argument("--sky", default="physical",
+                   help="what fills the sphere beyond the strip: physical (a daylight dome fitted to the strip's sky, "
+                        "a ground plane, a sun; default) or blur (the strip's rows blurred, no sun)")
+    p.add_argument("--sun", default="auto",
+                   help="auto (the strip's brightest sky region, if it is bright enough to be a sun; default), none, "
+                        "or AZ,EL in degrees (azimuth counter-clockwise from +X, elevation above the horizon), "
+                        "which wins over a sun painted in the strip")
+    p.add_argument("--sun-disk", action=argparse.BooleanOptionalAction, default=True,
+                   help="--no-sun-disk leaves the sun's disk out of the image; the JSON keeps the sun (for a sun lamp)")
+    p.add_argument("--exposure", type=float, default=0.0,
+                   help="EV: float skies (.exr/.hdr) hold radiance x 2^-EV; 8-bit ones are tone-mapped (default 0)")
     p.add_argument("--face-size", type=int, default=None, help="cube face size (default: equirect height / 2)")
     _export().add_generate_options(p)  # --layout, --target
     p.add_argument("--tiles", default=None, help="folder to stream the panorama into as tiles + index.json")
@@ -161,6 +172,10 @@ def _check_generate_options(a) -> None:
     _finite(a.strip_scale, "--strip-scale", 0.0, 64.0, low_open=True)
     if a.cap_blur is not None:
         _finite(a.cap_blur, "--cap-blur", 0.0, 1000.0)
+    from .sky import sky_json_path
+    options.check_choice(a.sky, options.SKY_MODES, "--sky")
+    a.sun_value = options.parse_sun(a.sun, "--sun")
+    options.check_float(a.exposure, "--exposure", options.EXPOSURE_MIN, options.EXPOSURE_MAX)
     if a.face_size is not None and a.face_size < 1:
         raise AlisError(f"--face-size must be a positive number of pixels, got {a.face_size}")
     if a.seeds is not None:
@@ -173,7 +188,10 @@ def _check_generate_options(a) -> None:
     if a.equirect:
         outputs.check_image_path(a.equirect, a.bits, "--equirect")
         outputs.check_replaceable(a.equirect, "image", a.force, "--equirect")
-    _export().check_generate_cubemap(a)
+        outputs.check_replaceable(sky_json_path(a.equirect), "sky", a.force, "--equirect's sky.json")
+    _export().check_generate_cubemap(a)  # --cubemap, --layout, --target
+    if a.cubemap:
+        outputs.check_replaceable(Path(a.cubemap) / "sky.json", "sky", a.force, "--cubemap's sky.json")
     if a.tiles:
         outputs.check_folder(a.tiles, "--tiles folder")
     paths = [Path(p).resolve() for p in (a.out, a.equirect) if p]
@@ -283,15 +301,39 @@ def cmd_generate(a) -> int:
         score = seam_score(strip, G.config.patch_width)
         print(f"seam score {score:.3f} (1 = the 360° seam looks like any patch boundary)", file=sys.stderr)
     if a.equirect or a.cubemap:
-        from .projection import strip_to_equirect
-        extra = {} if a.cap_blur is None else {"cap_blur": a.cap_blur}
-        eq = strip_to_equirect(strip01, horizon=a.horizon, strip_scale=a.strip_scale, **extra).clamp(0, 1)
-        if a.equirect:
-            written.append(str(save_image(a.equirect, eq, bits=a.bits, text=meta)))
-        if a.cubemap:
-            written += _export().write_generate_cubemap(a, eq)
+        written += _write_sky(a, strip01, meta, scene_seeds=a.seed_list if a.seeds is not None else [a.seed],
+                              noise_seed=noise_seed)
     _report(written)
     return 0
+
+
+def _write_sky(a, strip01, meta: dict, scene_seeds: list[int], noise_seed: int) -> list[str]:
+    """The full-sphere sky (alis_core.sky) as --equirect and --cubemap files, each with its sky.json."""
+    from .image import save_image, save_radiance
+    from .sky import complete_sky, tone_map, write_sky_json
+
+    hdr, info = complete_sky(strip01, horizon=a.horizon, strip_scale=a.strip_scale, sky=a.sky, sun=a.sun_value,
+                             sun_disk=a.sun_disk, exposure=a.exposure,
+                             **({} if a.cap_blur is None else {"cap_blur": a.cap_blur}))
+    info.extra["noise_seed"] = noise_seed
+    eq = tone_map(hdr, a.exposure)  # [3, H, W] in [0, 1]: the strip looks as it did
+    model = Path(a.checkpoint).name if a.checkpoint else "default"
+    written = []
+    if a.equirect:
+        if Path(a.equirect).suffix.lower() in (".exr", ".hdr"):
+            written.append(str(save_radiance(a.equirect, hdr)))
+        else:
+            written.append(str(save_image(a.equirect, eq, bits=a.bits, text=meta)))
+        written.append(str(write_sky_json(a.equirect, info, model=model, seeds=scene_seeds, force=a.force)))
+    if a.cubemap:  # the --layout, or the --target preset (its README gives the sun as that engine's light)
+        written += _export().write_generate_cubemap(a, eq, hdr, info.to_dict(model, scene_seeds))
+        written.append(str(write_sky_json(Path(a.cubemap) / "sky.json", info, model=model, seeds=scene_seeds,
+                                          force=a.force)))
+    if info.sun is not None:
+        where = "" if info.sun.visible else " (hidden by the terrain)"
+        print(f"sun at azimuth {info.sun.azimuth_deg:.1f}°, elevation {info.sun.elevation_deg:.1f}°{where}",
+              file=sys.stderr)
+    return written
 
 
 def _check_finite(tile) -> None:

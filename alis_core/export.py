@@ -113,8 +113,10 @@ class Sky:
 
 
 def read_sidecar(path) -> Optional[dict]:
-    """The "alis-sky" JSON `<stem>.json` beside an image, or None where there is none (or not ours)."""
-    side = Path(path).with_suffix(".json")
+    """The "alis-sky" JSON beside an image (`<stem>.json`) or in a cube-map folder (`sky.json`);
+    None where there is none (or not ours)."""
+    from .sky import sky_json_path
+    side = sky_json_path(path)
     try:
         data = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -132,6 +134,7 @@ def load_sky(path, option: str = "SKY") -> Sky:
     if path.is_dir():
         eq01 = _load_cube_folder(path, option)
         linear = srgb_to_linear(eq01)
+        info = read_sidecar(path)
     elif not path.is_file():
         raise AlisError(f"{option} {path} does not exist; give an equirect image (.png, .exr, .hdr) or a cube-map folder")
     else:
@@ -302,7 +305,7 @@ def export_arrays(display01: torch.Tensor, linear: torch.Tensor, folder, target:
     `info` is the sky sidecar dict (its sun goes into the README). Blender and other front ends
     holding the images in memory call this; `export_sky` reads them from a file first.
     """
-    from .image import linear_to_srgb, save_float_image, save_image
+    from .image import save_image, save_radiance
 
     preset = PRESETS[options.check_choice(target, options.EXPORT_TARGETS, "--target")]
     folder = check_outputs(folder, preset_files(target), force, "--out")
@@ -322,9 +325,7 @@ def export_arrays(display01: torch.Tensor, linear: torch.Tensor, folder, target:
                                               arrange_faces(faces, preset.layout))))
         if preset.panorama:
             pano = engine_panorama(linear.float().clamp(min=0), preset)
-            # save_float_image takes sRGB-encoded values and decodes them: encode first (exact
-            # inverse, values above 1 included), so the file holds `linear` as it is.
-            written.append(str(save_float_image(folder / preset.panorama, linear_to_srgb(pano))))
+            written.append(str(save_radiance(folder / preset.panorama, pano)))  # values as they are
         text = readme_text(preset, info, size, display01.shape[1])
         written.append(str(outputs.write_text(folder / "README.txt", text, "readme")))
     return written
@@ -452,13 +453,13 @@ def check_generate_cubemap(a) -> None:
     check_outputs(a.cubemap, names, a.force, "--cubemap")
 
 
-def write_generate_cubemap(a, eq01: torch.Tensor, linear: Optional[torch.Tensor] = None) -> list[str]:
-    """Write --cubemap DIR for `alis generate`: the layout, or the --target preset (with the sky
-    sidecar beside --equirect, where there is one)."""
+def write_generate_cubemap(a, eq01: torch.Tensor, linear: Optional[torch.Tensor] = None,
+                           info: Optional[dict] = None) -> list[str]:
+    """Write --cubemap DIR for `alis generate`: the layout, or the --target preset. `eq01` is the
+    sky as shown, `linear` its radiance (default: eq01 decoded), `info` its sidecar dict."""
     from .image import srgb_to_linear
     target = getattr(a, "target", None)
     if target:
-        info = read_sidecar(a.equirect) if getattr(a, "equirect", None) else None
         lin = srgb_to_linear(eq01.float()) if linear is None else linear
         return export_arrays(eq01, lin, a.cubemap, target, a.face_size, info, a.force)
     return write_layout(eq01, a.cubemap, getattr(a, "layout", "faces+cross"), a.face_size, a.bits)

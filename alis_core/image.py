@@ -292,8 +292,12 @@ def _decode_png16(data: bytes, path: Path) -> np.ndarray:
     channels = {v: k for k, v in _PNG_COLOR_TYPE.items()}.get(color_type)
     if bits != 16 or channels is None or interlace:
         raise AlisError(f"cannot read {path}: unsupported PNG layout (bits {bits}, colour type {color_type}, interlace {interlace})")
+    _check_pixels(path, w, h)  # before inflating: a few bytes of IDAT can declare gigabytes
     bpp, stride = 2 * channels, w * 2 * channels
-    rows = np.frombuffer(zlib.decompress(b"".join(idat)), np.uint8).reshape(h, stride + 1)
+    raw = zlib.decompressobj().decompress(b"".join(idat), h * (stride + 1))
+    if len(raw) != h * (stride + 1):
+        raise AlisError(f"cannot read {path}: truncated PNG image data")
+    rows = np.frombuffer(raw, np.uint8).reshape(h, stride + 1)
     filters, out = rows[:, 0], rows[:, 1:].astype(np.int32)
     prev = np.zeros(stride, np.int32)
     for y in range(h):
@@ -328,14 +332,83 @@ def _unfilter_sequential(line: np.ndarray, prev: np.ndarray, bpp: int, kind: int
 
 def read_png_text(path: Union[str, os.PathLike]) -> dict[str, str]:
     """Text chunks (tEXt, zTXt, iTXt) of a PNG file as a dict."""
+    import io
+
     from PIL import Image
 
+    data = read_regular_file(path, "image", MAX_IMAGE_BYTES)
     try:
-        with Image.open(path) as im:
+        with Image.open(io.BytesIO(data)) as im:
+            _check_pixels(Path(path), *im.size)  # text after the pixels is read by decoding them
             im.load()
             return {str(k): str(v) for k, v in getattr(im, "text", {}).items()}
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise AlisError(f"cannot read {path}: {e}") from None
+
+
+# Reading. Files come from users and from the internet: only regular files are opened (a FIFO
+# would block, /dev/zero never ends), and image dimensions are checked before any pixel is decoded.
+
+MAX_IMAGE_BYTES = 1 << 30  # encoded size; a 16-bit RGBA PNG of Pillow's pixel limit fits easily
+
+
+def regular_file(path: Union[str, os.PathLike], what: str) -> os.stat_result:
+    """os.stat (symlinks followed) of `path`, refusing anything but a regular file with one line.
+
+    Never opens the file, so a FIFO cannot block and a device cannot be read."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise AlisError(f"{what} not found: {path}") from None
     except OSError as e:
-        raise AlisError(f"cannot read {path}: {e}") from e
+        raise AlisError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise AlisError(f"{what} {path} is a folder; pass a file")
+    if not stat.S_ISREG(st.st_mode):
+        raise AlisError(f"{what} {path} is not a regular file (a device, pipe or socket); pass a file")
+    return st
+
+
+def read_regular_file(path: Union[str, os.PathLike], what: str, max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`; anything else is one AlisError line.
+
+    Opened non-blocking and checked again on the open descriptor, so a file swapped for a FIFO
+    between the checks cannot block either."""
+    import stat
+
+    regular_file(path, what)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise AlisError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise AlisError(f"{what} {path} is not a regular file (a device, pipe or socket); pass a file")
+        if st.st_size > max_bytes:
+            raise AlisError(f"{what} {path} is {st.st_size} bytes, more than the {max_bytes} this alis reads")
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as e:
+            raise AlisError(f"cannot read {what} {path}: {e.strerror or e}") from None
+    if len(data) > max_bytes:
+        raise AlisError(f"{what} {path} grew past {max_bytes} bytes while being read")
+    return data
+
+
+def _max_pixels() -> int:
+    """Pillow's decompression-bomb limit (users may lower or raise it; never disabled here)."""
+    from PIL import Image
+
+    return Image.MAX_IMAGE_PIXELS or 89_478_485  # None means "disabled" to Pillow; keep its default
+
+
+def _check_pixels(path: Path, w: int, h: int) -> None:
+    if w * h > _max_pixels():
+        raise AlisError(f"image {path} declares {w}x{h} = {w * h / 1e6:.0f} Mpx, more than the "
+                        f"{_max_pixels() / 1e6:.0f} Mpx read; downscale it first")
 
 
 def load_image(path: Union[str, os.PathLike]) -> torch.Tensor:
@@ -343,21 +416,30 @@ def load_image(path: Union[str, os.PathLike]) -> torch.Tensor:
 
     8-bit files of any Pillow format are read with Pillow (palette and grey+alpha images are
     converted to RGB/RGBA). 16-bit PNGs keep their full precision through a built-in decoder.
+    Images over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``) are refused
+    before decoding.
     """
+    import io
+    import warnings
+
     from PIL import Image
 
     path = Path(path)
+    data = read_regular_file(path, "image", MAX_IMAGE_BYTES)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-        if data[:8] == _PNG_SIGNATURE and data[24] == 16 and data[25] in (0, 2, 6):
+        if data[:8] == _PNG_SIGNATURE and len(data) > 25 and data[24] == 16 and data[25] in (0, 2, 6):
             return hwc_to_chw(torch.from_numpy(_decode_png16(data, path).astype(np.float32) / 65535.0))
-        with Image.open(path) as im:
-            if im.mode not in ("L", "RGB", "RGBA"):
-                im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
-            arr = np.asarray(im, dtype=np.float32) / 255.0
-    except OSError as e:
-        raise AlisError(f"cannot read image {path}: {e.strerror or e}") from e
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                _check_pixels(path, *im.size)
+                if im.mode not in ("L", "RGB", "RGBA"):
+                    im = im.convert("RGBA" if "A" in im.getbands() or "transparency" in im.info else "RGB")
+                arr = np.asarray(im, dtype=np.float32) / 255.0
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise AlisError(f"image {path} is too large to decode safely ({e}); downscale it first") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error) as e:
+        raise AlisError(f"cannot read image {path}: {getattr(e, 'strerror', None) or e}") from None
     if arr.ndim == 2:
         arr = arr[..., None]
     return hwc_to_chw(torch.from_numpy(np.ascontiguousarray(arr)))
@@ -375,16 +457,34 @@ def save_float_image(path: Union[str, os.PathLike], img01: Array, half: bool = F
     ``OpenEXR`` package (``pip install OpenEXR``); it is written ZIP-compressed as 32-bit float,
     or 16-bit half float with ``half=True``. Returns the path written.
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".hdr", ".exr"):
-        raise AlisError(f"save_float_image: {path} must end in .hdr or .exr")
-    img = _to_numpy_chw(img01, "save_float_image")
-    if img.shape[0] != 3:
-        raise AlisError(f"save_float_image: expected an RGB image [3, H, W], got shape {img.shape}")
-    _check_finite(img, "save_float_image")
-    linear = np.ascontiguousarray(chw_to_hwc(srgb_to_linear(np.clip(img, 0.0, None))), dtype=np.float32)
-    if suffix == ".exr":
+    img = _float_image_array(path, img01, "save_float_image")
+    return _write_float_image(Path(path), srgb_to_linear(np.clip(img, 0.0, None)), half)
+
+
+def save_radiance(path: Union[str, os.PathLike], hdr: Array, half: bool = False) -> Path:
+    """Write scene-linear radiance [3, H, W] (any range >= 0, e.g. a completed sky with its sun)
+    as ``.hdr`` or ``.exr``, values as they are (see save_float_image for the formats). Half-float
+    EXR tops out at 65504: keep such skies in float32 EXR or .hdr."""
+    img = _float_image_array(path, hdr, "save_radiance")
+    if half and float(img.max(initial=0.0)) > 65504.0:
+        raise AlisError(f"save_radiance: {path}: values up to {float(img.max()):.0f} overflow half floats "
+                        "(max 65504); write float32 EXR or .hdr")
+    return _write_float_image(Path(path), np.clip(img, 0.0, None), half)
+
+
+def _float_image_array(path: Union[str, os.PathLike], img: Array, what: str) -> np.ndarray:
+    if Path(path).suffix.lower() not in (".hdr", ".exr"):
+        raise AlisError(f"{what}: {path} must end in .hdr or .exr")
+    arr = _to_numpy_chw(img, what)
+    if arr.shape[0] != 3:
+        raise AlisError(f"{what}: expected an RGB image [3, H, W], got shape {arr.shape}")
+    _check_finite(arr, what)
+    return arr
+
+
+def _write_float_image(path: Path, linear_chw: np.ndarray, half: bool) -> Path:
+    linear = np.ascontiguousarray(chw_to_hwc(linear_chw), dtype=np.float32)
+    if path.suffix.lower() == ".exr":
         exr = _import_openexr()
         with atomic_path(path) as tmp:
             _write_exr(exr, tmp, linear, half)
@@ -398,21 +498,27 @@ def load_float_image(path: Union[str, os.PathLike]) -> torch.Tensor:
     """Read a ``.hdr`` or ``.exr`` file -> float32 [3, H, W], linear light as stored."""
     path = Path(path)
     suffix = path.suffix.lower()
+    if suffix not in (".hdr", ".exr"):
+        raise AlisError(f"load_float_image: {path} must end in .hdr or .exr")
     try:
         if suffix == ".hdr":
-            arr = _decode_hdr(path.read_bytes(), path)
-        elif suffix == ".exr":
+            arr = _decode_hdr(read_regular_file(path, "image", MAX_IMAGE_BYTES), path)
+        else:
+            regular_file(path, "image")
             exr = _import_openexr()
+            with exr.File(str(path), header_only=True) as f:
+                box = f.header().get("dataWindow")
+                if box is not None:
+                    (x0, y0), (x1, y1) = box
+                    _check_pixels(path, int(x1) - int(x0) + 1, int(y1) - int(y0) + 1)
             with exr.File(str(path)) as f:
                 channels = f.channels()
                 if "RGB" in channels:
                     arr = channels["RGB"].pixels
                 else:
                     arr = np.stack([channels[k].pixels for k in "RGB"], axis=-1)
-        else:
-            raise AlisError(f"load_float_image: {path} must end in .hdr or .exr")
-    except OSError as e:
-        raise AlisError(f"cannot read {path}: {e.strerror or e}") from e
+    except (OSError, IndexError, ValueError, RuntimeError) as e:  # truncated .hdr data; OpenEXR: RuntimeError
+        raise AlisError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
     return hwc_to_chw(torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)))
 
 
@@ -473,7 +579,10 @@ def _decode_hdr(data: bytes, path: Path) -> np.ndarray:
     size = data[end + 2:line_end].split()
     if len(size) != 4 or size[0] != b"-Y" or size[2] != b"+X":
         raise AlisError(f"cannot read {path}: unsupported .hdr orientation {b' '.join(size).decode()!r}")
+    if not (size[1].isdigit() and size[3].isdigit()):
+        raise AlisError(f"cannot read {path}: bad .hdr size line")
     h, w = int(size[1]), int(size[3])
+    _check_pixels(path, w, h)
     buf, pos = memoryview(data), line_end + 1
     rgbe = np.zeros((h, w, 4), np.uint8)
     for y in range(h):

@@ -25,6 +25,11 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 # Truncation psi (1 = no truncation, 0.7 = typical tamer scenes).
 PSI_MIN, PSI_MAX = 0.0, 2.0
 
+# Full-sphere skies (alis_core.sky): what fills the sphere beyond the strip, and where the sun is.
+SKY_MODES = ("physical", "blur")  # a daylight dome + ground plane + sun; or the strip's rows blurred (no sun)
+SUN_MODES = ("auto", "none", "manual")  # manual: an azimuth and an elevation in degrees
+EXPOSURE_MIN, EXPOSURE_MAX = -20.0, 20.0  # EV
+
 # Upper bounds that keep a typo from asking for terabytes; the official LHQ 1024 checkpoint and
 # its 8192 px 4-anchor loop are far inside them.
 MAX_ANCHORS = 4096
@@ -107,6 +112,30 @@ def natural_width(num_anchors: int, anchor_spacing: int, wrap: bool) -> int:
 def anchors_for_width(width: int, anchor_spacing: int, wrap: bool) -> int:
     """The fewest anchors whose panorama is at least `width` pixels wide (2 at least)."""
     return max(2, math.ceil(width / anchor_spacing) + (0 if wrap else 1))
+
+
+def check_float(value, option: str, low: float, high: float) -> float:
+    """A finite float within [low, high], else one clear error naming `option`."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        x = math.nan
+    if not (math.isfinite(x) and low <= x <= high):
+        raise AlisError(f"{option} must be a number within [{low:g}, {high:g}], got {value}")
+    return x
+
+
+def parse_sun(value, option: str = "--sun"):
+    """'auto', 'none', 'AZ,EL' or (az, el) in degrees -> 'auto' | 'none' | (az, el). Azimuth is
+    counter-clockwise from +X about +Z (Blender's world), elevation above the horizon."""
+    if isinstance(value, str) and value.strip().lower() in ("auto", "none"):
+        return value.strip().lower()
+    parts = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, (tuple, list)) else []
+    if len(parts) != 2:
+        raise AlisError(f"{option} must be auto, none or AZIMUTH,ELEVATION in degrees (e.g. 60,30), got {value!r}")
+    az = check_float(parts[0], f"{option} azimuth", -360.0, 360.0)
+    el = check_float(parts[1], f"{option} elevation", -90.0, 90.0)
+    return az, el
 
 
 # Cube-map layouts (alis_core.export): today's six face files + the horizontal cross (the default),

@@ -29,14 +29,14 @@ import torch
 import torch.nn.functional as F
 
 from .errors import AlisError
-from .image import atomic_path, linear_to_srgb, srgb_to_linear
+from .image import linear_to_srgb, srgb_to_linear
+from .options import SKY_MODES
 
 __all__ = [
     "SKY_MODES", "SUN_ANGULAR_DIAMETER_DEG", "SunInfo", "SkyInfo", "complete_sky", "tone_map",
-    "write_sky_json", "read_sky_json",
+    "sky_json_path", "write_sky_json", "read_sky_json",
 ]
 
-SKY_MODES = ("physical", "blur")
 _DETAIL_SIGMA = 2.0  # columns: what is finer than this is "detail", carried separately from colour
 SUN_ANGULAR_DIAMETER_DEG = 0.53  # the sun seen from the earth (0.52-0.54° over the year)
 
@@ -126,23 +126,29 @@ class SkyInfo:
 
     @classmethod
     def from_dict(cls, d: dict) -> "SkyInfo":
-        d = {k: v for k, v in d.items() if k not in ("format", "format_version")}
+        d = {k: v for k, v in d.items() if k not in ("format", "format_version", "alis_output")}
         sun = d.pop("sun", None)
         if sun is not None:
             sun = SunInfo(**{**sun, "direction": tuple(sun["direction"]), "color": tuple(sun["color"])})
         return cls(sun=sun, **{**d, "band_elevation_deg": tuple(d["band_elevation_deg"])})
 
 
-def write_sky_json(path: Union[str, os.PathLike], info: SkyInfo, model: Optional[str] = None,
-                   seeds: Optional[Sequence[int]] = None) -> Path:
-    """Write ``info`` as the sidecar ``<stem>.json`` of ``path`` (an image path or the .json
-    itself), atomically. Returns the path written."""
+def sky_json_path(path: Union[str, os.PathLike]) -> Path:
+    """The sidecar of an equirect (sky.exr -> sky.json), or of a cube map folder (DIR/sky.json)."""
     path = Path(path)
-    if path.suffix.lower() != ".json":
-        path = path.with_suffix(".json")
-    with atomic_path(path) as tmp:
-        tmp.write_text(info.to_json(model, seeds) + "\n", encoding="utf-8")
-    return path
+    if path.suffix.lower() == ".json":
+        return path
+    return path / "sky.json" if path.is_dir() or not path.suffix else path.with_suffix(".json")
+
+
+def write_sky_json(path: Union[str, os.PathLike], info: SkyInfo, model: Optional[str] = None,
+                   seeds: Optional[Sequence[int]] = None, force: bool = False) -> Path:
+    """Write ``info`` as the sidecar of ``path`` (see sky_json_path), atomically, marked as the
+    project's own "sky" output: an existing file is replaced only if it is one (or with ``force``).
+    Returns the path written."""
+    from . import outputs
+    path = outputs.check_replaceable(sky_json_path(path), "sky", force, "sky sidecar")
+    return outputs.write_json(path, info.to_dict(model, seeds), kind="sky")
 
 
 def read_sky_json(path: Union[str, os.PathLike]) -> SkyInfo:
@@ -336,10 +342,11 @@ def _smoothstep(x: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 # The band: placement, skyline, sun.
 
-def _band_rows(strip_h: int, height: int, horizon: float, strip_scale: float) -> tuple[int, int]:
+def _band_rows(strip_h: int, height: int, horizon: float, strip_scale: float,
+               strip_horizon: float = 0.5) -> tuple[int, int]:
     """First row and the row after the band in an equirect of ``height`` rows (as strip_to_equirect)."""
     rows = max(1, round(strip_h * strip_scale))
-    top = round(horizon * height - 0.5 * rows)
+    top = round(horizon * height - strip_horizon * rows)
     return top, top + rows
 
 
@@ -427,10 +434,12 @@ def complete_sky(
     height: Optional[int] = None,
     horizon: float = 0.5,
     strip_scale: float = 1.0,
+    strip_horizon: float = 0.5,
     sky: str = "physical",
     sun: Union[str, Sequence[float]] = "auto",
     sun_disk: bool = True,
     exposure: float = 0.0,
+    cap_blur: float = 2.0,
 ) -> tuple[torch.Tensor, SkyInfo]:
     """Complete a 360° strip into a full-sphere sky: equirect radiance [3, height, 2 * height].
 
@@ -438,9 +447,11 @@ def complete_sky(
     - ``height``: equirect height (default w / 2, the strip's own resolution); the strip is
       resampled (periodically) to 2 * height columns.
     - ``horizon``, ``strip_scale``: where the band goes and how tall it is, as in
-      ``projection.strip_to_equirect`` (strip_scale 1: square pixels, ``360 * h / w`` degrees).
+      ``projection.strip_to_equirect`` (strip_scale 1: square pixels, ``360 * h / w`` degrees);
+      ``strip_horizon``: where the horizon is inside the strip (fraction of its height), as there.
     - ``sky``: "physical" (daylight dome fitted to the band, ground plane, sun) or "blur"
-      (``strip_to_equirect``'s blurred caps, calibrated like the band; no sun disk).
+      (``strip_to_equirect``'s blurred caps, ``cap_blur`` as there, calibrated like the band; no
+      sun disk).
     - ``sun``: "auto" (the band's brightest sky region, if bright enough to be a sun), "none",
       or (azimuth_deg, elevation_deg), which wins over a sun painted in the band.
     - ``sun_disk``: False leaves the disk out of the image (the sun stays in SkyInfo).
@@ -480,7 +491,7 @@ def complete_sky(
     width = 2 * height
     strip_h = max(1, round(h * width / w))
     strip = _resample_loop(strip01.detach().to("cpu", torch.float32), width, strip_h)
-    top, bottom = _band_rows(strip_h, height, horizon, strip_scale)
+    top, bottom = _band_rows(strip_h, height, horizon, strip_scale, strip_horizon)
     if top < 1 or bottom > height - 1:
         raise AlisError(
             f"complete_sky: the strip would cover rows {top}..{bottom - 1} of a {height}-row image; it must "
@@ -500,7 +511,8 @@ def complete_sky(
 
     if sky == "blur":
         from .projection import strip_to_equirect
-        eq01 = strip_to_equirect(strip, horizon=horizon, strip_scale=strip_scale).clamp(0, 1)
+        eq01 = strip_to_equirect(strip, horizon=horizon, strip_scale=strip_scale, strip_horizon=strip_horizon,
+                                 cap_blur=cap_blur).clamp(0, 1)
         hdr = _calibrate(eq01)
         turbidity = None
     else:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import importlib.util
+import json
 import logging
 import os
 import re
@@ -94,8 +95,44 @@ def build_generate_command(
         cmd += ["--strip-scale", f"{params.strip_scale:g}"]
     if params.cap_blur != SkyParams.cap_blur:
         cmd += ["--cap-blur", f"{params.cap_blur:g}"]
+    if params.sky != SkyParams.sky:
+        cmd += ["--sky", params.sky]
+    if params.sun_mode != SkyParams.sun_mode:
+        cmd += [f"--sun={params.sun_arg()}"]  # one token: a negative azimuth is not an option
+    if not params.sun_disk:
+        cmd.append("--no-sun-disk")  # a Sun lamp gives the sun's light instead
+    if params.exposure != SkyParams.exposure:
+        cmd += [f"--exposure={params.exposure:g}"]
     cmd += ["--progress-format", "lines"]
     return cmd
+
+
+def sky_json_path(image_path: str) -> str:
+    """The sidecar the CLI writes beside an equirect: sky.exr -> sky.json (as alis_core.sky.sky_json_path)."""
+    return os.path.splitext(image_path)[0] + ".json"
+
+
+def read_sky_json(path: str) -> dict | None:
+    """The sidecar's dict (alis_core.sky.SkyInfo.to_dict), or None when there is none (a CLI that writes none).
+
+    Read as plain JSON: Blender's Python usually has no alis_core.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            d = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as ex:
+        raise BackendError(f"cannot read the sky's sidecar {path!r}: {ex}") from None
+    if not isinstance(d, dict) or d.get("format") != "alis-sky":
+        raise BackendError(f"{path!r} is not an alis-sky sidecar: regenerate the sky")
+    return d
+
+
+def sky_sun(sky: dict | None) -> dict | None:
+    """The sun of a sky dict (SkyInfo.to_dict()), or None when the sky has none."""
+    sun = (sky or {}).get("sun")
+    return sun if isinstance(sun, dict) else None
 
 
 def parse_progress_line(line: str) -> tuple[int, int] | None:
@@ -199,6 +236,7 @@ class Job:
         self.error = ""
         self.result_path: str | None = None  # SUBPROCESS: file written by the CLI (linear light)
         self.result_pixels: np.ndarray | None = None  # IN_PROCESS: [H, W, 3] float32, linear light, top-down
+        self.result_sky: dict | None = None  # the sky's SkyInfo as a dict (its sun, exposure, ...), if any
 
     @property
     def fraction(self) -> float:
@@ -275,6 +313,11 @@ class SubprocessJob(Job):
         if self._cancel_requested:
             self._finish(CANCELLED)
         elif rc == 0 and os.path.isfile(self.output_path):
+            try:
+                self.result_sky = read_sky_json(sky_json_path(self.output_path))
+            except BackendError as ex:
+                self._finish(FAILED, str(ex))
+                return
             self.result_path = self.output_path
             with self._lock:
                 if self.total:
@@ -311,9 +354,10 @@ class SubprocessJob(Job):
 
 
 class InProcessJob(Job):
-    """Runs `generate(progress)` in a worker thread; generate returns pixels [H, W, 3] (linear, top-down)."""
+    """Runs `generate(progress)` in a worker thread; generate returns pixels [H, W, 3] (linear, top-down),
+    or (pixels, sky dict) as generate_in_process does."""
 
-    def __init__(self, generate: Callable[[Callable[[int, int], None]], np.ndarray]) -> None:
+    def __init__(self, generate: Callable[[Callable[[int, int], None]], object]) -> None:
         super().__init__()
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(generate,), name="alis-generate", daemon=True)
@@ -324,9 +368,10 @@ class InProcessJob(Job):
             raise GenerationCancelled()
         self._set_progress(done, total)
 
-    def _run(self, generate: Callable[[Callable[[int, int], None]], np.ndarray]) -> None:
+    def _run(self, generate: Callable[[Callable[[int, int], None]], object]) -> None:
         try:
-            pixels = generate(self._progress)
+            result = generate(self._progress)
+            pixels, sky = result if isinstance(result, tuple) else (result, None)
         except GenerationCancelled:
             self._finish(CANCELLED)
         except Exception as ex:  # noqa: BLE001 - any failure ends the job with its message
@@ -336,7 +381,7 @@ class InProcessJob(Job):
             if self._cancel.is_set():
                 self._finish(CANCELLED)
                 return
-            self.result_pixels = pixels
+            self.result_pixels, self.result_sky = pixels, sky
             self._finish(DONE)
 
     def wait(self, timeout: float | None = None) -> str:
@@ -374,26 +419,32 @@ def generate_in_process(
     checkpoint: str = "",
     device: str = "auto",
     generator=None,
-) -> np.ndarray:
-    """Generate the equirect sky for `params` with alis_core in this process -> [H, W, 3] float32 linear, top-down.
+) -> tuple[np.ndarray, dict]:
+    """Generate the equirect sky for `params` with alis_core in this process.
 
+    -> (radiance [H, W, 3] float32 linear, top-down; the sky's SkyInfo as a dict, as the CLI's sky.json).
+    The same steps as `alis generate --equirect` (complete_sky at the strip's own resolution), then
+    the resize to params.width that the subprocess path applies to the CLI's file.
     `generator` overrides the checkpoint (tests pass a tiny model). progress(done, total) may raise to cancel.
     """
     import torch
 
     import alis_core
-    from alis_core import image, projection
+    from alis_core import image, sky
 
     params.validate()
     G = generator if generator is not None else load_generator_cached(
         checkpoint, str(options.resolve_device(device, "device")))
     with torch.no_grad():
         anchors = alis_core.sample_anchors(G, params.anchors, params.seed, truncation_psi=params.psi)
-        # seed= is the noise seed (noise mode "random"); the scene seed doubles as it, as in the CLI
+        # noise_seed (noise mode "random"): the scene seed doubles as it, as in the CLI
         strip = alis_core.panorama(G, anchors, wrap=params.wrap, noise_mode=params.noise_mode, progress=progress,
-                                   seed=params.seed, context=DEFAULTS.context)  # [3, H, W]
-        eq = projection.strip_to_equirect(
-            image.to_unit(strip), horizon=params.horizon, strip_scale=params.strip_scale, cap_blur=params.cap_blur,
-        ).clamp(0, 1)  # [3, W / 2, W] in [0, 1], sRGB-encoded (as the CLI's --equirect)
-        linear = image.chw_to_hwc(image.srgb_to_linear(eq.float().cpu()))  # [W / 2, W, 3]
-    return np.maximum(pixels.resize_equirect(linear.numpy(), params.width), 0.0)
+                                   noise_seed=params.seed, context=DEFAULTS.context)  # [3, H, W]
+        hdr, info = sky.complete_sky(
+            image.to_unit(strip).float().cpu(), horizon=params.horizon, strip_scale=params.strip_scale,
+            sky=params.sky, sun=params.sun, sun_disk=params.sun_disk, exposure=params.exposure,
+            cap_blur=params.cap_blur,
+        )  # [3, W / 2, W] scene-linear radiance
+        linear = image.chw_to_hwc(hdr)  # [W / 2, W, 3]
+    info.seeds = [params.seed]
+    return np.maximum(pixels.resize_equirect(linear.numpy(), params.width), 0.0), info.to_dict()

@@ -91,7 +91,10 @@ class ALIS_OT_generate_world(bpy.types.Operator):
         else:
             image = world.image_from_pixels(job.result_pixels)
         world.store_image(image, self._output_dir, p.file_name(".exr"))
-        world.show_sky(sky_world, image, rotation=sky_world.alis_sky.rotation, strength=sky_world.alis_sky.strength)
+        settings = sky_world.alis_sky
+        world.show_sky(sky_world, image, rotation=settings.rotation, strength=settings.strength)
+        world.sync_sun_lamp(context.scene, sky_world, backend.sky_sun(job.result_sky), p.sun_lamp,
+                            rotation=settings.rotation, strength=settings.strength)
         return image
 
     def _finish(self, context, job: backend.Job) -> set[str]:

@@ -33,6 +33,15 @@ class SkyParams:
     strip_scale: vertical stretch of the landscape strip (1 = square pixels); the sky and ground
                  caps fill the rest of the sphere.
     cap_blur:    how fast the sky/ground fill blurs away from the strip (Gaussian sigma in columns per row).
+    sky:         what fills the sphere beyond the strip, one of options.SKY_MODES: "physical" (a daylight
+                 dome fitted to the strip's sky, a ground plane, a sun) or "blur" (the strip's rows blurred).
+    sun_mode:    one of options.SUN_MODES: "auto" (the strip's brightest sky region, if bright enough),
+                 "none", or "manual" (sun_azimuth_deg, sun_elevation_deg).
+    sun_azimuth_deg, sun_elevation_deg: the manual sun in degrees (azimuth counter-clockwise from +X
+                 about +Z, elevation above the horizon); ignored unless sun_mode is "manual".
+    sun_lamp:    light the scene with a Sun lamp synced to the sky's sun; the sun's disk is then left out
+                 of the world image (no double light, less Cycles noise).
+    exposure:    EV: the world image holds radiance x 2^-exposure (the lamp's strength follows).
     rotation:    Z rotation of the sky in radians (applied by the Mapping node in Blender, not baked).
     strength:    Background strength (Blender only).
     """
@@ -46,8 +55,31 @@ class SkyParams:
     horizon: float = 0.5
     strip_scale: float = 1.0
     cap_blur: float = 2.0  # = alis_core.projection.strip_to_equirect default (the CLI has no flag for it yet)
+    sky: str = "physical"  # = alis_core.sky.complete_sky's and the CLI's default
+    sun_mode: str = "auto"
+    sun_azimuth_deg: float = 0.0
+    sun_elevation_deg: float = 30.0
+    sun_lamp: bool = True
+    exposure: float = 0.0
     rotation: float = 0.0
     strength: float = 1.0
+
+    @property
+    def sun_disk(self) -> bool:
+        """Whether the world image holds the sun's disk: not when a Sun lamp gives that light instead."""
+        return not self.sun_lamp
+
+    @property
+    def sun(self):
+        """The sun as alis_core.sky.complete_sky and `alis --sun` take it: "auto", "none" or (az, el) in degrees."""
+        if self.sun_mode == "manual":
+            return (self.sun_azimuth_deg, self.sun_elevation_deg)
+        return self.sun_mode
+
+    def sun_arg(self) -> str:
+        """The CLI's --sun value: auto, none or AZ,EL."""
+        sun = self.sun
+        return sun if isinstance(sun, str) else f"{sun[0]:g},{sun[1]:g}"
 
     @property
     def height(self) -> int:
@@ -72,16 +104,40 @@ class SkyParams:
             raise ValueError(f"strip scale {self.strip_scale} is out of range: use a value in (0, 4]")
         if not 0.0 <= self.cap_blur <= 10.0:
             raise ValueError(f"fill blur {self.cap_blur} is out of range: use 0..10")
+        if self.sky not in options.SKY_MODES:
+            raise ValueError(f"sky {self.sky!r} is unknown: use one of {', '.join(options.SKY_MODES)}")
+        if self.sun_mode not in options.SUN_MODES:
+            raise ValueError(f"sun {self.sun_mode!r} is unknown: use one of {', '.join(options.SUN_MODES)}")
+        if not (math.isfinite(self.sun_azimuth_deg) and -360.0 <= self.sun_azimuth_deg <= 360.0):
+            raise ValueError(f"sun azimuth {self.sun_azimuth_deg} is out of range: use -360..360 degrees")
+        if not (math.isfinite(self.sun_elevation_deg) and -90.0 <= self.sun_elevation_deg <= 90.0):
+            raise ValueError(f"sun elevation {self.sun_elevation_deg} is out of range: use -90..90 degrees")
+        if not (math.isfinite(self.exposure) and options.EXPOSURE_MIN <= self.exposure <= options.EXPOSURE_MAX):
+            raise ValueError(f"exposure {self.exposure} is out of range: "
+                             f"use {options.EXPOSURE_MIN:g}..{options.EXPOSURE_MAX:g} EV")
         if not math.isfinite(self.rotation):
             raise ValueError("rotation must be a finite angle")
 
     def file_stem(self) -> str:
-        """A stable file name stem that names the settings that change the pixels (not rotation/strength)."""
+        """A stable file name stem that names the settings that change the pixels (not rotation/strength).
+
+        Settings at their defaults add nothing, so the default sky keeps its plain name; a blur sky,
+        another sun, the sun's disk in the image or an exposure each add a part
+        ("_blur", "_sunnone" / "_sun60.0_30.0", "_disk", "_ev+1").
+        """
         wrap = "wrap" if self.wrap else "open"
         noise = "" if self.noise_mode == SkyParams.noise_mode else f"_n{self.noise_mode}"
+        sky = "" if self.sky == SkyParams.sky else f"_{self.sky}"
+        if self.sun_mode == "manual":
+            sun = f"_sun{self.sun_azimuth_deg:.1f}_{self.sun_elevation_deg:.1f}"
+        else:
+            sun = "" if self.sun_mode == SkyParams.sun_mode else f"_sun{self.sun_mode}"
+        # only a physical sky draws the disk, and only when there is a sun to draw
+        disk = "_disk" if self.sun_disk and self.sky == "physical" and self.sun_mode != "none" else ""
+        ev = "" if self.exposure == 0 else f"_ev{self.exposure:+g}"
         return (
             f"alis_sky_s{self.seed}_k{self.anchors}_psi{self.psi:.2f}_{self.width}_{wrap}"
-            f"_h{self.horizon:.2f}_x{self.strip_scale:.2f}_b{self.cap_blur:.2f}{noise}"
+            f"_h{self.horizon:.2f}_x{self.strip_scale:.2f}_b{self.cap_blur:.2f}{noise}{sky}{sun}{disk}{ev}"
         )
 
     def file_name(self, ext: str = ".exr") -> str:

@@ -12,13 +12,28 @@ _NOISE_LABELS = {
     "random": ("Random", "Fresh noise drawn from the seed"),
 }
 _NOISE_ITEMS = [(m, *_NOISE_LABELS.get(m, (m.title(), ""))) for m in options.NOISE_MODES]
+_SKY_LABELS = {
+    "physical": ("Physical", "A daylight dome fitted to the landscape's sky, a ground plane and a sun"),
+    "blur": ("Blur", "The landscape's top and bottom rows blurred over the poles (no sun disk)"),
+}
+_SKY_ITEMS = [(m, *_SKY_LABELS.get(m, (m.title(), ""))) for m in options.SKY_MODES]
+_SUN_LABELS = {
+    "auto": ("Auto", "The landscape's brightest sky region, if it is bright enough to be a sun"),
+    "none": ("None", "No sun"),
+    "manual": ("Manual", "A sun at the azimuth and elevation below"),
+}
+_SUN_ITEMS = [(m, *_SUN_LABELS.get(m, (m.title(), ""))) for m in options.SUN_MODES]
+_DEFAULT = params.SkyParams()
+
 
 def _update_rotation(self, context):
     world.set_rotation(self.id_data, self.rotation)
+    world.set_sun_rotation(self.id_data, self.rotation)
 
 
 def _update_strength(self, context):
     world.set_strength(self.id_data, self.strength)
+    world.set_sun_strength(self.id_data, self.strength)
 
 
 class ALIS_WorldSettings(bpy.types.PropertyGroup):
@@ -54,6 +69,32 @@ class ALIS_WorldSettings(bpy.types.PropertyGroup):
         name="Fill Blur", default=2.0, min=0.0, max=10.0,
         description="How fast the sky and ground fills blur away from the landscape strip",
     )
+    sky: bpy.props.EnumProperty(
+        name="Sky", items=_SKY_ITEMS, default=_DEFAULT.sky,
+        description="What fills the sphere above and below the landscape",
+    )
+    sun_mode: bpy.props.EnumProperty(
+        name="Sun", items=_SUN_ITEMS, default=_DEFAULT.sun_mode, description="Where the sky's sun is",
+    )
+    sun_azimuth: bpy.props.FloatProperty(
+        name="Sun Azimuth", default=math.radians(_DEFAULT.sun_azimuth_deg), subtype="ANGLE",
+        min=-2 * math.pi, max=2 * math.pi, soft_min=-math.pi, soft_max=math.pi,
+        description="Manual sun: counter-clockwise from +X about +Z, before the Rotation below",
+    )
+    sun_elevation: bpy.props.FloatProperty(
+        name="Sun Elevation", default=math.radians(_DEFAULT.sun_elevation_deg), subtype="ANGLE",
+        min=-math.pi / 2, max=math.pi / 2, description="Manual sun: above the horizon (90° = zenith)",
+    )
+    sun_lamp: bpy.props.BoolProperty(
+        name="Sun Lamp", default=_DEFAULT.sun_lamp,
+        description="Light the scene with a Sun lamp (\"ALIS Sun\") that follows the sky's sun, and leave the "
+        "sun's disk out of the sky image: the same light with less render noise",
+    )
+    exposure: bpy.props.FloatProperty(
+        name="Exposure", default=_DEFAULT.exposure, min=options.EXPOSURE_MIN, max=options.EXPOSURE_MAX,
+        soft_min=-5.0, soft_max=5.0,
+        description="EV: the sky image holds radiance x 2^-EV (the sun lamp's strength follows)",
+    )
     rotation: bpy.props.FloatProperty(
         name="Rotation", default=0.0, subtype="ANGLE", soft_min=-math.pi, soft_max=math.pi,
         description="Rotate the sky about the vertical axis (no re-generation needed)",
@@ -68,6 +109,11 @@ class ALIS_WorldSettings(bpy.types.PropertyGroup):
         return params.SkyParams(
             seed=self.seed, anchors=self.anchors, psi=self.psi, noise_mode=self.noise_mode, width=self.resolution // 2 * 2, wrap=self.wrap,
             horizon=self.horizon, strip_scale=self.strip_scale, cap_blur=self.cap_blur,
+            sky=self.sky, sun_mode=self.sun_mode,
+            # rounded: a float32 angle of 60° reads back as 59.999996°
+            sun_azimuth_deg=round(math.degrees(self.sun_azimuth), 4),
+            sun_elevation_deg=round(math.degrees(self.sun_elevation), 4),
+            sun_lamp=self.sun_lamp, exposure=round(self.exposure, 4),
             rotation=self.rotation, strength=self.strength,
         )
 

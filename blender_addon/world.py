@@ -9,6 +9,7 @@ Surface link is pointed at our Background).
 """
 from __future__ import annotations
 
+import math
 import os
 
 import bpy
@@ -243,3 +244,90 @@ def save_image_as(image: bpy.types.Image, path: str) -> str:
     finally:
         bpy.data.images.remove(copy)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# The sun lamp: one Sun light that gives the sky's sun (the world image then leaves its disk out).
+
+SUN_NAME = "ALIS Sun"
+SUN_TAG = "alis_sun"  # on the lamp object: the sun's azimuth/elevation (degrees, sky frame), irradiance, world
+
+
+def sun_lamp(world: bpy.types.World | None = None) -> bpy.types.Object | None:
+    """Our Sun lamp object (tagged, else named "ALIS Sun"), or None; with `world`, only the one that world made."""
+    lamps = [o for o in bpy.data.objects if o.get(SUN_TAG) is not None and o.type == "LIGHT"]
+    if not lamps:
+        named = bpy.data.objects.get(SUN_NAME)
+        lamps = [named] if named is not None and named.type == "LIGHT" and named.data.type == "SUN" else []
+    if world is not None:
+        lamps = [o for o in lamps if o.get(SUN_TAG, {}).get("world", world.name) == world.name]
+    return lamps[0] if lamps else None
+
+
+def lamp_rotation(azimuth_deg: float, elevation_deg: float, rotation: float) -> tuple[float, float, float]:
+    """Euler XYZ of a Sun lamp whose +Z points at the sun (light travels along its -Z).
+
+    The sky's Mapping node looks up direction Rz(rotation) * d, so what the image holds at azimuth
+    A shows at A - rotation in the scene: the lamp turns the same way.
+    """
+    return (0.0, math.pi / 2 - math.radians(elevation_deg), math.radians(azimuth_deg) - rotation)
+
+
+def remove_sun_lamp(world: bpy.types.World | None = None) -> None:
+    """Delete our Sun lamp (and its light data when nothing else uses it)."""
+    obj = sun_lamp(world)
+    if obj is None:
+        return
+    light = obj.data
+    bpy.data.objects.remove(obj)
+    if light is not None and light.users == 0:
+        bpy.data.lights.remove(light)
+
+
+def sync_sun_lamp(
+    scene: bpy.types.Scene, world: bpy.types.World, sun: dict | None, enabled: bool,
+    rotation: float = 0.0, strength: float = 1.0,
+) -> bpy.types.Object | None:
+    """Make the scene's "ALIS Sun" match the sky's `sun` (a SkyInfo sun dict), reusing the lamp.
+
+    No lamp (an existing one is removed) when `enabled` is off, when the sky has no sun, or when the
+    terrain or the horizon hides it (the world image then holds no disk either). Returns the lamp.
+    """
+    if not enabled or sun is None or not sun.get("visible", True) or float(sun.get("irradiance", 0.0)) <= 0.0:
+        remove_sun_lamp()
+        return None
+    obj = sun_lamp()
+    if obj is None:
+        light = bpy.data.lights.new(SUN_NAME, "SUN")
+        obj = bpy.data.objects.new(SUN_NAME, light)
+    elif obj.data.type != "SUN":
+        obj.data.type = "SUN"
+    if obj.name not in scene.objects:
+        scene.collection.objects.link(obj)
+    light = obj.data
+    light.angle = math.radians(float(sun["angular_diameter_deg"]))
+    light.color = tuple(float(c) for c in sun["color"])
+    obj[SUN_TAG] = {
+        "azimuth_deg": float(sun["azimuth_deg"]), "elevation_deg": float(sun["elevation_deg"]),
+        "irradiance": float(sun["irradiance"]), "world": world.name,
+    }
+    obj.rotation_mode = "XYZ"
+    set_sun_rotation(world, rotation)
+    set_sun_strength(world, strength)
+    return obj
+
+
+def set_sun_rotation(world: bpy.types.World, rotation: float) -> None:
+    """Turn our Sun lamp with the sky's Rotation (radians), if `world` made one."""
+    obj = sun_lamp(world)
+    tag = obj.get(SUN_TAG) if obj is not None else None
+    if tag is not None:
+        obj.rotation_euler = lamp_rotation(tag["azimuth_deg"], tag["elevation_deg"], rotation)
+
+
+def set_sun_strength(world: bpy.types.World, strength: float) -> None:
+    """The lamp's strength = the sun's irradiance x the sky's Background strength (both scale the world)."""
+    obj = sun_lamp(world)
+    tag = obj.get(SUN_TAG) if obj is not None else None
+    if tag is not None:
+        obj.data.energy = float(tag["irradiance"]) * strength

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -9,11 +10,11 @@ import torch
 
 from alis_core import AlisError
 from alis_core import image as alis_image
-from alis_core import outputs, projection
+from alis_core import options, outputs, projection, sky as alis_sky
 
 from .errors import alis_errors_as_input_error, input_error
 from .panorama import check_float, check_image
-from .spec import NodeSpec, Out, Param
+from .spec import ALIS_SKY, NodeSpec, Out, Param
 
 EQUIRECT_NODE = "ALIS Panorama to Equirect"
 CUBEMAP_NODE = "ALIS Equirect to Cubemap"
@@ -28,24 +29,47 @@ MAX_FACE = 8192  # 6 faces and a cross of 8192 px are already tens of GB while b
 SavePathFn = Callable[[str, str, int, int], tuple[str, str, int, str, str]]
 
 
+@dataclass(eq=False)
+class AlisSky:
+    """ALIS_SKY: a batch of full-sphere skies in scene-linear radiance (HDR, the sun disk's true
+    range included) and their sun/sky descriptions, from ALIS Panorama to Equirect to Save Skybox."""
+
+    hdr: list[torch.Tensor]  # [3, H, 2H] float32 each, on the CPU
+    info: list[alis_sky.SkyInfo]
+
+
 def panorama_to_equirect(image: torch.Tensor, horizon: float = 0.5, strip_horizon: float = 0.5,
-                         strip_scale: float = 1.0, cap_blur: float = 2.0) -> torch.Tensor:
-    """Node function: 360° panoramas [B, H, W, 3] -> equirect skies [B, W/2, W, 3] (0..1)."""
+                         strip_scale: float = 1.0, cap_blur: float = 2.0, sky: str = "physical",
+                         sun: str = "auto", sun_azimuth: float = 60.0, sun_elevation: float = 30.0,
+                         sun_disk: bool = True, exposure: float = 0.0) -> tuple[torch.Tensor, AlisSky]:
+    """Node function: 360° panoramas [B, H, W, 3] -> (equirect skies [B, W/2, W, 3] tone-mapped to
+    0..1, the same skies in radiance as an AlisSky), completed by alis_core.sky.complete_sky."""
     check_image(EQUIRECT_NODE, "image", image)
-    if image.shape[2] % 2 or image.shape[2] < 4:
-        raise input_error(EQUIRECT_NODE, "image", f"width {image.shape[2]} is odd or below 4 px; a 360° strip needs "
+    if image.shape[2] % 2 or image.shape[2] < 8:
+        raise input_error(EQUIRECT_NODE, "image", f"width {image.shape[2]} is odd or below 8 px; a 360° strip needs "
                           "an even width (set an even width on ALIS Panorama)")
     for name, value, (low, high) in (("horizon", horizon, (0.0, 1.0)), ("strip_horizon", strip_horizon, (0.0, 1.0)),
-                                     ("strip_scale", strip_scale, (0.05, 8.0)), ("cap_blur", cap_blur, (0.0, 8.0))):
+                                     ("strip_scale", strip_scale, (0.05, 8.0)), ("cap_blur", cap_blur, (0.0, 8.0)),
+                                     ("sun_azimuth", sun_azimuth, (-360.0, 360.0)),
+                                     ("sun_elevation", sun_elevation, (-90.0, 90.0)),
+                                     ("exposure", exposure, (options.EXPOSURE_MIN, options.EXPOSURE_MAX))):
         check_float(EQUIRECT_NODE, name, value, low, high)  # the declared ranges of the inputs
-    _check_memory(EQUIRECT_NODE, "image", image.shape[0] * outputs.equirect_bytes(image.shape[2]),
+    for name, value, choices in (("sky", sky, options.SKY_MODES), ("sun", sun, options.SUN_MODES)):
+        if value not in choices:
+            raise input_error(EQUIRECT_NODE, name, f"unknown choice '{value}'; choose one of {', '.join(choices)}")
+    _check_memory(EQUIRECT_NODE, "image", image.shape[0] * 2 * outputs.equirect_bytes(image.shape[2]),
                   f"{image.shape[0]} equirect image(s) of {image.shape[2]} px", "use a narrower panorama")
-    out = []
+    sun_arg = (float(sun_azimuth), float(sun_elevation)) if sun == "manual" else sun
+    tone_mapped, hdrs, infos = [], [], []
     for strip in alis_image.hwc_to_chw(image.float()):
         with alis_errors_as_input_error(EQUIRECT_NODE, "strip_scale"):
-            out.append(projection.strip_to_equirect(strip, horizon=horizon, strip_horizon=strip_horizon,
-                                                    strip_scale=strip_scale, cap_blur=cap_blur))
-    return alis_image.chw_to_hwc(torch.stack(out)).clamp(0, 1).contiguous()
+            hdr, info = alis_sky.complete_sky(strip, horizon=horizon, strip_horizon=strip_horizon,
+                                              strip_scale=strip_scale, cap_blur=cap_blur, sky=sky, sun=sun_arg,
+                                              sun_disk=sun_disk, exposure=exposure)
+        tone_mapped.append(alis_sky.tone_map(hdr, exposure))
+        hdrs.append(hdr)
+        infos.append(info)
+    return alis_image.chw_to_hwc(torch.stack(tone_mapped)).clamp(0, 1).contiguous(), AlisSky(hdrs, infos)
 
 
 def check_equirect(node: str, image: torch.Tensor) -> None:
@@ -108,17 +132,22 @@ def local_save_path(prefix: str, output_dir: str, width: int = 0, height: int = 
 
 
 def save_skybox(image: torch.Tensor, filename_prefix: str = "ALIS/skybox", float_format: str = "hdr",
-                cubemap: str = "faces + cross", face_size: int = 0, *, output_dir: str,
-                text: Mapping[str, str] | None = None,
+                cubemap: str = "faces + cross", face_size: int = 0, sky: AlisSky | None = None, *,
+                output_dir: str, text: Mapping[str, str] | None = None,
                 save_path: SavePathFn = local_save_path) -> list[dict[str, str]]:
     """Node function: write each equirect [B, H, 2H, 3] as PNG (+ float, + cube map files).
 
     Files: <prefix>_<counter>_.png, <prefix>_<counter>_.hdr|.exr, <prefix>_<counter>_px.png ...
     (faces +X, -X, +Y, -Y, +Z, -Z) and <prefix>_<counter>_cross.png. `text` goes into every PNG
-    (ComfyUI: prompt and workflow). Returns one {"filename", "subfolder", "kind"} per file written,
-    kind in {"equirect", "float", "face", "cross"}.
+    (ComfyUI: prompt and workflow). With `sky` (from ALIS Panorama to Equirect) the float file holds
+    its true radiance (sun included) and <prefix>_<counter>_.json its sun and sky (alis_core.sky);
+    without it, the float file is the PNG decoded to linear light. Returns one {"filename",
+    "subfolder", "kind"} per file written, kind in {"equirect", "float", "sky", "face", "cross"}.
     """
     check_equirect(SAVE_NODE, image)
+    if sky is not None and (not isinstance(sky, AlisSky) or len(sky.hdr) != image.shape[0]):
+        raise input_error(SAVE_NODE, "sky", "connect the hdr_sky output of the ALIS Panorama to Equirect node that made "
+                          "this image")
     if float_format not in FLOAT_FORMATS:
         raise input_error(SAVE_NODE, "float_format", f"unknown format '{float_format}'; "
                           f"choose one of {', '.join(FLOAT_FORMATS)}")
@@ -135,18 +164,27 @@ def save_skybox(image: torch.Tensor, filename_prefix: str = "ALIS/skybox", float
         for name in names[:1] + names[1:2] * (float_format != "none") + names[2:] * (cubemap != "none"):
             with alis_errors_as_input_error(SAVE_NODE, "filename_prefix"):
                 outputs.check_replaceable(Path(folder, stem + name), "image", option="file")
+        if sky is not None:
+            with alis_errors_as_input_error(SAVE_NODE, "filename_prefix"):
+                outputs.check_replaceable(Path(folder, stem + ".json"), "sky", option="file")
 
     def record(name: str, kind: str) -> None:
         written.append({"filename": name, "subfolder": subfolder, "kind": kind})
 
-    for eq in alis_image.hwc_to_chw(image.float().cpu()):  # [3, H, W] in [0, 1]
+    for i, eq in enumerate(alis_image.hwc_to_chw(image.float().cpu())):  # [3, H, W] in [0, 1]
         stem = f"{filename}_{counter:05}_"
         alis_image.save_png(Path(folder, stem + ".png"), eq, text=text)
         record(stem + ".png", "equirect")
         if float_format != "none":
             with alis_errors_as_input_error(SAVE_NODE, "float_format"):
-                alis_image.save_float_image(Path(folder, f"{stem}.{float_format}"), eq)
+                if sky is None:
+                    alis_image.save_float_image(Path(folder, f"{stem}.{float_format}"), eq)
+                else:
+                    alis_image.save_radiance(Path(folder, f"{stem}.{float_format}"), sky.hdr[i])
             record(f"{stem}.{float_format}", "float")
+        if sky is not None:
+            alis_sky.write_sky_json(Path(folder, stem + ".json"), sky.info[i])
+            record(stem + ".json", "sky")
         if cubemap != "none":
             cube = projection.equirect_to_cubemap(eq, size).clamp(0, 1)  # [6, 3, S, S]
             if cubemap in ("faces + cross", "faces"):
@@ -165,8 +203,10 @@ EQUIRECT = NodeSpec(
     node_id="ALISPanoramaToEquirect",
     display_name=EQUIRECT_NODE,
     category="ALIS/skybox",
-    description="Wraps a 360° panorama (made with wrap on) round the horizon of a 2:1 equirect sky; "
-                "sky and ground caps continue the strip's top and bottom rows.",
+    description="Wraps a 360° panorama (made with wrap on) round the horizon of a 2:1 equirect sky and "
+                "completes the sphere: a daylight sky fitted to the strip, a ground plane and a sun (or the "
+                "strip's rows blurred). The image is tone-mapped; the hdr_sky output carries the HDR radiance to "
+                "Save Skybox.",
     function=panorama_to_equirect,
     inputs=(
         Param("image", "IMAGE", tooltip="A 360° panorama from ALIS Panorama with wrap on (even width)."),
@@ -179,9 +219,25 @@ EQUIRECT = NodeSpec(
               tooltip="Vertical stretch of the strip; 1.0 keeps square pixels. Lower it if the strip "
                       "would cover a pole."),
         Param("cap_blur", "FLOAT", default=2.0, min=0.0, max=8.0, step=0.05,
-              tooltip="How quickly the sky and ground caps blur away from the strip."),
+              tooltip="sky 'blur': how quickly the sky and ground caps blur away from the strip."),
+        Param("sky", "COMBO", options=options.SKY_MODES, default="physical", optional=True,
+              tooltip="'physical': a daylight sky fitted to the strip's own sky, its clouds continued, a ground "
+                      "plane below and a sun; 'blur': the strip's top and bottom rows blurred (no sun)."),
+        Param("sun", "COMBO", options=options.SUN_MODES, default="auto", optional=True,
+              tooltip="'auto': the strip's brightest sky region if it is bright enough to be a sun; 'none'; "
+                      "'manual': sun_azimuth / sun_elevation (wins over a sun painted in the strip)."),
+        Param("sun_azimuth", "FLOAT", default=60.0, min=-360.0, max=360.0, step=1.0, optional=True,
+              tooltip="Manual sun: degrees counter-clockwise from +X (Blender's world; image column "
+                      "u = 0.5 - azimuth / 360)."),
+        Param("sun_elevation", "FLOAT", default=30.0, min=-90.0, max=90.0, step=1.0, optional=True,
+              tooltip="Manual sun: degrees above the horizon; below the strip's skyline the terrain hides it."),
+        Param("sun_disk", "BOOLEAN", default=True, optional=True,
+              tooltip="Draw the sun's disk into the HDR sky; off: the sky's JSON keeps the sun for a sun lamp."),
+        Param("exposure", "FLOAT", default=0.0, min=options.EXPOSURE_MIN, max=options.EXPOSURE_MAX, step=0.25,
+              optional=True, tooltip="EV: the HDR sky holds radiance x 2^-EV; the image is tone-mapped back."),
     ),
-    outputs=(Out("equirect", "IMAGE", "Equirectangular sky [B, W/2, W, 3]."),),
+    outputs=(Out("equirect", "IMAGE", "Equirectangular sky [B, W/2, W, 3], tone-mapped to 0..1."),
+             Out("hdr_sky", ALIS_SKY, "The same skies in scene-linear radiance with their suns, for Save Skybox.")),
 )
 
 CUBEMAP = NodeSpec(
@@ -223,6 +279,9 @@ SAVE = NodeSpec(
                       "both, or none."),
         Param("face_size", "INT", default=0, min=0, max=MAX_FACE,
               tooltip="Cube face size in pixels; 0 = equirect width / 4."),
+        Param("sky", ALIS_SKY, optional=True,
+              tooltip="The hdr_sky output of ALIS Panorama to Equirect: the float file then holds the true HDR "
+                      "radiance (the sun included) and a .json beside it the sun's direction and strength."),
     ),
     output_node=True,
     extras=("output_dir", "text", "save_path"),

@@ -12,9 +12,10 @@ from typing import Any, Callable
 # Custom socket types passed between ALIS nodes.
 ALIS_MODEL = "ALIS_MODEL"
 ALIS_ANCHORS = "ALIS_ANCHORS"
+ALIS_SKY = "ALIS_SKY"  # full-sphere skies in scene-linear radiance with their suns (nodes/skybox.py AlisSky)
 
 # Socket/widget types a Param may have; v3.py maps each to its comfy_api io type.
-PARAM_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO", "IMAGE", ALIS_MODEL, ALIS_ANCHORS}
+PARAM_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING", "COMBO", "IMAGE", ALIS_MODEL, ALIS_ANCHORS, ALIS_SKY}
 SEED_MAX = 0xFFFF_FFFF_FFFF_FFFF  # ComfyUI's usual seed range (64-bit)
 
 

@@ -17,13 +17,14 @@ from comfy.cli_args import args
 from comfy_api.latest import ComfyExtension, io, ui
 
 from . import anchors, loaders, panorama, preview, skybox
-from .spec import ALIS_ANCHORS, ALIS_MODEL, NodeSpec, Param
+from .spec import ALIS_ANCHORS, ALIS_MODEL, ALIS_SKY, NodeSpec, Param
 
 MODEL_FOLDER = "alis"  # models/alis/, plus any "alis:" entries of extra_model_paths.yaml
 
 AlisModelIO = io.Custom(ALIS_MODEL)
 AlisAnchorsIO = io.Custom(ALIS_ANCHORS)
-_CUSTOM_IO = {ALIS_MODEL: AlisModelIO, ALIS_ANCHORS: AlisAnchorsIO, "IMAGE": io.Image}
+AlisSkyIO = io.Custom(ALIS_SKY)
+_CUSTOM_IO = {ALIS_MODEL: AlisModelIO, ALIS_ANCHORS: AlisAnchorsIO, ALIS_SKY: AlisSkyIO, "IMAGE": io.Image}
 
 
 def register_model_folder() -> None:
@@ -139,7 +140,7 @@ class ALISPanoramaToEquirect(io.ComfyNode):
 
     @classmethod
     def execute(cls, image, **options) -> io.NodeOutput:
-        return io.NodeOutput(skybox.panorama_to_equirect(image, **options))
+        return io.NodeOutput(*skybox.panorama_to_equirect(image, **options))
 
 
 class ALISEquirectToCubemap(io.ComfyNode):

@@ -11,13 +11,17 @@ import statistics
 import time
 from typing import Sequence
 
-import torch
 
 import alis_core
 from alis_core import AlisError
 from alis_core.cli import OneLineParser, run_main
+from alis_core.options import MAX_SEED, check_seed
 
 from . import metrics
+from .cli import _device
+
+MAX_NUM = 1 << 16  # frames per side of the SWD comparison; 65536 is already hours of generation
+MAX_SEAM_SEEDS = 4096
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=1024, help="real frames, fake frames and panorama crops (default 1024)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seam-seeds", type=int, default=8, help="wrapped strips for the seam score (default 8)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default: cpu)")
     p.add_argument("--cache-dir", help="where prepared datasets are cached")
     p.add_argument("--context", action="store_true",
                    help="render the panoramas with patch context, as `alis generate` does by default "
@@ -40,11 +44,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: Sequence[str] | None) -> int:
     a = build_parser().parse_args(argv)
-    if a.num < 8:
-        raise AlisError(f"--num must be at least 8, got {a.num}")
-    if a.device.startswith("cuda") and not torch.cuda.is_available():
-        raise AlisError(f"--device {a.device}: CUDA is not available; use --device cpu")
-    G = alis_core.load_generator(a.checkpoint, device=a.device)
+    if not 8 <= a.num <= MAX_NUM:
+        raise AlisError(f"--num must be in [8, {MAX_NUM}], got {a.num}")
+    if not 0 <= a.seam_seeds <= MAX_SEAM_SEEDS:
+        raise AlisError(f"--seam-seeds must be in [0, {MAX_SEAM_SEEDS}] (0: no seam score), got {a.seam_seeds}")
+    check_seed(a.seed, "--seed")
+    if a.seed > MAX_SEED - MAX_SEAM_SEEDS - 1:  # the fakes use seed + 1, the strips seed .. seed + seam_seeds
+        raise AlisError(f"--seed must be at most {MAX_SEED - MAX_SEAM_SEEDS - 1}, got {a.seed}")
+    device = _device(a.device)
+    G = alis_core.load_generator(a.checkpoint, device=device)
     from .data import prepare_dataset
     dataset = prepare_dataset(a.data, G.img_resolution, cache_dir=a.cache_dir)
     t0 = time.perf_counter()

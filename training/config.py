@@ -8,13 +8,34 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from alis_core import AlisError, DiscriminatorConfig, GeneratorConfig
 from alis_core.config import config_from_dict
+from alis_core.options import DTYPE_NAMES, MAX_SEED, NOISE_MODES
 
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPES = DTYPE_NAMES  # the trainer's compute dtypes are the library's
+
+# Ranges of the numeric fields: (low, high, low end included). Upper bounds keep a typo from asking
+# for terabytes or a run of centuries; the lhq1024 preset is far inside every one of them.
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "resolution": (8, 4096), "z_dim": (1, 4096), "w_dim": (1, 4096), "mapping_layers": (1, 64),
+    "channel_base": (1, 1 << 20), "channel_max": (1, 4096), "d_channel_base": (1, 1 << 20),
+    "d_channel_max": (1, 4096), "grid_size": (1, 4), "mbstd_group_size": (0, 1024), "batch": (1, 1 << 16),
+    "r1_interval": (1, 1 << 20), "pl_interval": (1, 1 << 20), "pl_batch_shrink": (1, 1 << 16),
+    "metric_num": (0, 1 << 20), "sample_rows": (1, 64), "sample_anchors": (2, 64), "seed": (0, MAX_SEED),
+}
+_FLOAT_RANGES: dict[str, tuple[float, float, bool]] = {
+    "w_coord_dist": (0.0, 64.0, False), "g_lr": (0.0, 10.0, False), "d_lr": (0.0, 10.0, False),
+    "r1_gamma": (0.0, 1e6, True), "pl_weight": (0.0, 1e6, True), "pl_decay": (0.0, 1.0, True),
+    "seam_weight": (0.0, 1e6, True), "style_mixing_prob": (0.0, 1.0, True), "ema_kimg": (0.0, 1e7, True),
+    "ema_rampup": (0.0, 1.0, False), "kimg_to_reach_max_shift_strength": (0.0, 1e7, True),
+    "kimg": (0.0, 1e7, False), "tick_kimg": (0.0, 1e7, True), "snap_kimg": (0.0, 1e7, True),
+    "sample_kimg": (0.0, 1e7, True), "metric_kimg": (0.0, 1e7, True),
+}
+_OPTIONAL = ("d_channel_base", "d_channel_max", "ema_rampup")
 
 
 @dataclass
@@ -75,31 +96,54 @@ class TrainConfig:
                            "sample_rows", "sample_anchors", "dtype", "seam_weight")
 
     def __post_init__(self) -> None:
-        self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
         self.validate()
 
     def validate(self) -> None:
+        """Refuse any field of the wrong type, NaN, infinite or out of range, naming it (one line)."""
         def bad(msg: str) -> AlisError:
             return AlisError(f"training config: {msg}")
 
-        if self.batch < 1:
-            raise bad(f"batch must be >= 1, got {self.batch}")
-        if self.kimg <= 0:
-            raise bad(f"kimg must be > 0, got {self.kimg}")
-        for name in ("tick_kimg", "snap_kimg", "sample_kimg", "metric_kimg", "ema_kimg", "seam_weight"):
-            if getattr(self, name) < 0:
-                raise bad(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("r1_interval", "pl_interval", "pl_batch_shrink"):
-            if getattr(self, name) < 1:
-                raise bad(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.dtype not in DTYPES:
-            raise bad(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
-        if not 0 <= self.style_mixing_prob <= 1:
-            raise bad(f"style_mixing_prob must be within [0, 1], got {self.style_mixing_prob}")
-        if self.noise_mode not in ("none", "const", "random"):
-            raise bad(f"noise_mode must be none, const or random, got {self.noise_mode!r}")
+        for name, (lo, hi) in _INT_RANGES.items():
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL:
+                continue
+            if isinstance(v, float) and v.is_integer():  # JSON and --set may give 8.0 for 8
+                v = int(v)
+                setattr(self, name, v)
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+                raise bad(f"{name} must be a whole number in [{lo}, {hi}], got {v!r}")
+        for name, (lo, hi, closed) in _FLOAT_RANGES.items():
+            v = getattr(self, name)
+            if v is None and name in _OPTIONAL:
+                continue
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) \
+                and (lo <= v if closed else lo < v) and v <= hi
+            if not ok:
+                raise bad(f"{name} must be a finite number in {'[' if closed else '('}{lo:g}, {hi:g}], got {v!r}")
+            setattr(self, name, float(v))
+        try:
+            betas = tuple(float(b) for b in self.betas)
+        except (TypeError, ValueError):
+            betas = ()
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):  # also False for NaN
+            raise bad(f"betas must be two numbers in [0, 1), such as [0,0.99], got {self.betas!r}")
+        self.betas = betas  # type: ignore[assignment]
+        for name in ("flip",):
+            if not isinstance(getattr(self, name), bool):
+                raise bad(f"{name} must be true or false, got {getattr(self, name)!r}")
+        for name, cls in (("g_kwargs", GeneratorConfig), ("d_kwargs", DiscriminatorConfig)):
+            if not isinstance(getattr(self, name), dict):
+                raise bad(f"{name} must be a JSON object of generator/discriminator fields, got {getattr(self, name)!r}")
+            _check_model_kwargs(name, getattr(self, name), cls)
+        for name, choices in (("dtype", DTYPE_NAMES), ("noise_mode", NOISE_MODES)):
+            if getattr(self, name) not in choices:
+                raise bad(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
         if self.metric_num != 0 and self.metric_num < 8:
             raise bad(f"metric_num must be 0 (no metrics) or >= 8, got {self.metric_num}")
+        for name in ("channel_base", "d_channel_base"):
+            if (getattr(self, name) or self.channel_base) < self.resolution:
+                raise bad(f"{name} must be at least the resolution ({self.resolution}) so that every block "
+                          f"has channels, got {getattr(self, name)}")
         self.generator_config()  # architecture errors surface here, naming the bad value
         self.discriminator_config()
 
@@ -110,8 +154,8 @@ class TrainConfig:
                   channel_max=self.channel_max, grid_size=self.grid_size, w_coord_dist=self.w_coord_dist)
         try:
             return GeneratorConfig(**kw)
-        except TypeError as e:
-            raise AlisError(f"training config: g_kwargs holds an unknown generator field ({e})") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise AlisError(f"training config: g_kwargs holds an unknown or malformed generator field ({e})") from None
 
     def discriminator_config(self) -> DiscriminatorConfig:
         kw = dict(self.d_kwargs)
@@ -119,8 +163,8 @@ class TrainConfig:
                   channel_max=self.d_channel_max or self.channel_max, mbstd_group_size=self.mbstd_group_size)
         try:
             return DiscriminatorConfig(**kw)
-        except TypeError as e:
-            raise AlisError(f"training config: d_kwargs holds an unknown discriminator field ({e})") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise AlisError(f"training config: d_kwargs holds an unknown or malformed discriminator field ({e})") from None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -151,6 +195,33 @@ class TrainConfig:
         return self.replace(**changes)
 
 
+def _check_model_kwargs(name: str, kw: dict[str, Any], cls) -> None:
+    """Each value of g_kwargs/d_kwargs has the type of its GeneratorConfig/DiscriminatorConfig field
+    and a sane value (whole numbers >= 1, finite numbers >= 0, RGB images), else one clear error."""
+    defaults = {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                for f in dataclasses.fields(cls)}
+    for key, v in kw.items():
+        if key not in defaults:
+            continue  # the config itself names unknown fields
+        d = defaults[key]
+        if key == "img_channels":
+            ok = v == 3 and not isinstance(v, bool)  # the trainer's frames are RGB
+        elif isinstance(d, bool):
+            ok = isinstance(v, bool)
+        elif isinstance(d, int):
+            ok = isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1 << 20
+        elif isinstance(d, float) or key == "conv_clamp":
+            ok = (v is None and key == "conv_clamp") or (
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0)
+        elif isinstance(d, dict):
+            ok = isinstance(v, dict) and all(isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= 4096
+                                             for x in v.values())
+        else:
+            ok = True
+        if not ok:
+            raise AlisError(f"training config: {name} {key}={v!r} is not a valid value for that field")
+
+
 def parse_value(text: str, current: Any, key: str) -> Any:
     """Parse one `--set` value, checking it against the type of the current value."""
     if text.lower() in ("none", "null"):
@@ -167,6 +238,8 @@ def parse_value(text: str, current: Any, key: str) -> Any:
     elif isinstance(current, (int, float)) and not isinstance(current, bool):
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise AlisError(f"--set {key}={text}: expected a number")
+        if not math.isfinite(value):
+            raise AlisError(f"--set {key}={text}: expected a finite number")
         if isinstance(current, int) and key not in ("ema_rampup",) and float(value) != int(value):
             raise AlisError(f"--set {key}={text}: expected a whole number")
         value = type(current)(value) if current is not None else value

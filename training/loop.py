@@ -9,7 +9,12 @@ and the ALIS max-shift-strength schedule. Outputs in the run folder:
 - network-snapshot-KIMG.safetensors (G_ema + D, float32) and latest.safetensors: release snapshots,
   loadable by alis_core.load_generator and usable with --init;
 - final.safetensors: G_ema alone in float16, the file to ship, written when the run completes;
-- state.pt: the resumable state (G, D, G_ema, optimisers, counters, RNG states), replaced atomically.
+- state.pt: the resumable state (G, D, G_ema, optimisers, counters, RNG states, the data's
+  identity), replaced atomically.
+
+A fresh run refuses a folder that holds a run unless `force` (then the old outputs are deleted
+when it starts); a resumed run first trims stats.jsonl to the lines at or before its state, so a
+run killed between two states logs every tick exactly once. See training.runfolder.
 """
 from __future__ import annotations
 
@@ -38,12 +43,12 @@ from alis_core.image import save_png, to_unit
 from . import metrics
 from .config import TrainConfig
 from .loss import AlisLoss
+from .runfolder import STATE_NAME, STATS_NAME, check_run_folder, clear_outputs, trim_stats
 
 log = logging.getLogger(__name__)
 
 STATE_FORMAT = "alis-train-state"
 STATE_VERSION = 1
-STATE_NAME = "state.pt"
 Tensor = torch.Tensor
 TIMING_KEYS = ("sec_per_kimg", "sec_per_step", "images_per_sec", "time_total", "time_tick", "peak_mem_mb")
 
@@ -321,9 +326,12 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, dataset, out_dir: str | Path, device: str = "cpu",
                  resume: bool = False, init: str | None = None, dist_info: DistInfo | None = None,
-                 progress: bool = True, data_source: str = ""):
+                 progress: bool = True, data_source: str = "", force: bool = False):
+        """`force`: replace the run that `out_dir` holds (fresh run), or resume it on other data."""
         self.info = dist_info or DistInfo()
         self.out = Path(out_dir)
+        check_run_folder(self.out, resume, force)
+        self.resumed = resume
         self.device = torch.device(device)
         if self.device.type == "cuda":
             # cuDNN times its algorithms once per shape (a run's shapes are fixed), as the official
@@ -332,6 +340,7 @@ class Trainer:
             torch.backends.cudnn.benchmark = True
         self.dataset = dataset
         self.data_source = data_source or str(getattr(dataset, "manifest", {}).get("source", ""))
+        self.data_identity = str(getattr(dataset, "manifest", {}).get("identity", ""))
         state = None
         if resume:
             state = load_state(self.out / STATE_NAME)
@@ -342,6 +351,14 @@ class Trainer:
                 raise AlisError(f"--resume: {', '.join(sorted(changed))} differ from the saved run "
                                 f"({self.out / STATE_NAME}); only {', '.join(TrainConfig.RESUMABLE_OVERRIDES)} "
                                 "may change when resuming")
+            saved_identity = state.get("data_identity", "")
+            if saved_identity and self.data_identity and saved_identity != self.data_identity:
+                msg = (f"--resume: {self.data_source or 'this data'} holds other frames than the run was trained on "
+                       f"(data identity {self.data_identity}, the run's {saved_identity} from "
+                       f"{state.get('data_source') or '?'})")
+                if not force:
+                    raise AlisError(f"{msg}; resume with the same data, or add --force to continue on this data")
+                log.warning("%s; continuing on it (--force)", msg)
             if int(state["world_size"]) != self.info.world_size:
                 raise AlisError(f"--resume: the run was trained with {state['world_size']} processes, this one has "
                                 f"{self.info.world_size}; resume with the same number of processes")
@@ -499,7 +516,7 @@ class Trainer:
             "pl_mean": self.loss.pl_mean, "cur_nimg": self.cur_nimg, "step": self.step,
             "time_total": self.time_total, "tick_start_nimg": self.tick_start_nimg,
             "acc": {k: list(v) for k, v in self.acc.items()}, "rng": rngs, "world_size": self.info.world_size,
-            "data_source": self.data_source,
+            "data_source": self.data_source, "data_identity": self.data_identity,
         })
 
     def save_state(self) -> None:
@@ -540,7 +557,7 @@ class Trainer:
         record.update({k: sum(v) / len(v) for k, v in sorted(self.acc.items()) if v})
         record.update(extra)
         if self.info.is_main:
-            with open(self.out / "stats.jsonl", "a", encoding="utf-8") as f:
+            with open(self.out / STATS_NAME, "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         self.acc = {}
         self.tick_start_nimg = self.cur_nimg
@@ -552,7 +569,16 @@ class Trainer:
         total = _nimg(cfg.kimg)
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
+            if self.resumed:
+                dropped = trim_stats(self.out / STATS_NAME, self.step)
+                if dropped:
+                    log.info("stats.jsonl: dropped %d line(s) logged after the resumed state", dropped)
+            else:
+                removed = clear_outputs(self.out)
+                if removed:
+                    log.warning("replacing the run in %s (%s)", self.out, ", ".join(removed))
             (self.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        self.resumed = True  # a second run() on this trainer continues the run
         status = "done"
         tick_time = time.perf_counter()
         tick_steps = 0

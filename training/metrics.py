@@ -155,7 +155,7 @@ def panorama_crops(G, num: int, seed: int, anchors_per_panorama: int = 32, conte
         if n == 0:
             continue
         anchors = alis_core.sample_anchors(G, k, seed=int(seed) * 1000 + p)
-        strip = alis_core.panorama(G, anchors, wrap=True, noise_mode="random", seed=int(seed) * 1000 + p,
+        strip = alis_core.panorama(G, anchors, wrap=True, noise_mode="random", noise_seed=int(seed) * 1000 + p,
                                    context=context)
         w = strip.shape[2]
         xs = torch.randint(0, w, [n], generator=gen)

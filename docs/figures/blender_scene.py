@@ -1,15 +1,17 @@
-"""Render of a small scene lit by an ALIS sky, for docs/img/blender_scene.png.
+"""Render of a small scene lit by an ALIS sky and its sun, for docs/img/blender_scene.png.
 
 Runs with Blender as a Python module (pip install bpy==5.0.1) from the repository root. The World
-is wired by the extension's own code (blender_addon.world), so the picture shows what the
-extension builds. Make a sky first, e.g.
+and the "ALIS Sun" lamp are set up by the extension's own code (blender_addon.world), so the
+picture shows what the extension builds. Make a sky first, its sun's disk left out for the lamp, e.g.
 
-    python -m alis_core generate --wrap --anchors 4 --equirect sky.hdr
+    python -m alis_core generate --wrap --anchors 4 --sun 150,25 --no-sun-disk --equirect sky.hdr
     python docs/figures/blender_scene.py --sky sky.hdr --out docs/img/blender_scene.png
 
-Cycles on the CPU: about a minute on two cores at the defaults (960x540, 48 samples, denoised).
-By default the ground is a shadow catcher, so the objects stand in the sky's own landscape. The command line that made the
-picture is printed.
+The sun lamp takes its direction, size, colour and strength from the sky.json the CLI writes
+beside the image (--no-sun-lamp: none; make the sky without --no-sun-disk then, so the world
+image holds the sun). Cycles on the CPU: a few minutes on two cores at the defaults (960x540,
+48 samples, denoised). By default the ground is a shadow catcher, so the objects stand in the
+sky's own landscape and cast the sun's shadows onto it. The command line that made the picture is printed.
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=48, help="Cycles samples per pixel (denoised)")
     p.add_argument("--rotation", type=float, default=0.0, help="sky rotation about Z in degrees")
     p.add_argument("--strength", type=float, default=1.0, help="sky strength")
+    p.add_argument("--sun-lamp", action=argparse.BooleanOptionalAction, default=True,
+                   help="light the scene with a Sun lamp synced to the sky's sun (from the sky.json beside --sky)")
+    p.add_argument("--exposure", type=float, default=0.0, help="the view's exposure in EV (Color Management)")
     p.add_argument("--ground", choices=("catcher", "disc"), default="catcher",
                    help="catcher: an invisible plane that only takes shadows, so the objects stand in the "
                         "sky's landscape; disc: a visible grey disc")
@@ -96,12 +101,20 @@ def build_scene(bpy, args) -> None:
 
 
 def wire_sky(bpy, args) -> None:
+    from blender_addon import backend
     from blender_addon import world as alis_world
 
     scene = bpy.context.scene
-    image = alis_world.image_from_file(str(Path(args.sky).resolve()))
-    alis_world.show_sky(alis_world.ensure_world(scene), image, rotation=math.radians(args.rotation),
-                        strength=args.strength)
+    sky = Path(args.sky).resolve()
+    image = alis_world.image_from_file(str(sky))
+    world = alis_world.ensure_world(scene)
+    rotation = math.radians(args.rotation)
+    alis_world.show_sky(world, image, rotation=rotation, strength=args.strength)
+    sun = backend.sky_sun(backend.read_sky_json(backend.sky_json_path(str(sky))))
+    if args.sun_lamp and sun is None:
+        sys.exit(f"error: {backend.sky_json_path(str(sky))} holds no sun; make the sky with --sun AZ,EL "
+                 "or pass --no-sun-lamp")
+    alis_world.sync_sun_lamp(scene, world, sun, args.sun_lamp, rotation=rotation, strength=args.strength)
 
 
 def configure_render(bpy, args, out: Path) -> None:
@@ -119,6 +132,7 @@ def configure_render(bpy, args, out: Path) -> None:
     scene.render.resolution_percentage = 100
     # "Standard" shows the sky's pixels as generated (AgX would tone them down).
     scene.view_settings.view_transform = "Standard"
+    scene.view_settings.exposure = args.exposure
     scene.render.image_settings.file_format = "PNG"
     scene.render.image_settings.color_mode = "RGB"
     scene.render.image_settings.color_depth = "8"

@@ -7,6 +7,8 @@ Runs `alis generate --wrap --seed SEED --out ... --equirect ... --cubemap ...` (
 command), then writes docs/img/panorama.png (the strip shown twice side by side, so the 360° seam
 sits in the middle of the picture) and docs/img/skybox.png (the equirect, scaled to 1024 px wide).
 docs/img/default_samples.png: wrapped 4-anchor strips of seeds 0-3, one per row, noise off.
+docs/img/sky_before_after.png: the cube cross of the same strip with `--sky blur` (the strip's rows
+blurred, top) and the default full-sphere sky (bottom).
 """
 from __future__ import annotations
 
@@ -34,10 +36,10 @@ def main() -> None:
     a = ap.parse_args()
     out = Path(a.out_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "alis_core", "generate", "--wrap", "--seed", str(a.seed),
-               "--out", f"{tmp}/panorama.png", "--equirect", f"{tmp}/skybox.png", "--cubemap", f"{tmp}/cubemap"]
+        base = [sys.executable, "-m", "alis_core", "generate", "--wrap", "--seed", str(a.seed)]
         if a.checkpoint:
-            cmd += ["--checkpoint", a.checkpoint]
+            base += ["--checkpoint", a.checkpoint]
+        cmd = base + ["--out", f"{tmp}/panorama.png", "--equirect", f"{tmp}/skybox.png", "--cubemap", f"{tmp}/cubemap"]
         print(" ".join(cmd[1:]))
         subprocess.run(cmd, check=True, cwd=ROOT)
         strip = load_image(f"{tmp}/panorama.png")  # [3, H, W]
@@ -47,6 +49,13 @@ def main() -> None:
         w = min(1024, sky.shape[2])
         sky = F.interpolate(sky[None], size=(w // 2, w), mode="bilinear", antialias=True, align_corners=False)[0]
         save_png(out / "skybox.png", sky.clamp(0, 1))
+        subprocess.run(base + ["--cubemap", f"{tmp}/blur", "--sky", "blur", "--sun", "none"], check=True, cwd=ROOT)
+        crosses = [load_image(f"{tmp}/{d}/cross.png") for d in ("blur", "cubemap")]
+        pair = torch.cat([crosses[0], torch.ones(3, 8, crosses[0].shape[2]), crosses[1]], dim=1)
+        w = min(768, pair.shape[2])
+        pair = F.interpolate(pair[None], size=(round(pair.shape[1] * w / pair.shape[2]), w), mode="bilinear",
+                             antialias=True, align_corners=False)[0]
+        save_png(out / "sky_before_after.png", pair.clamp(0, 1))
     G = alis_core.load_generator(a.checkpoint, fast=True)
     rows = [alis_core.panorama(G, alis_core.sample_anchors(G, 4, seed=s), wrap=True, context=True) for s in range(4)]
     save_png(out / "default_samples.png", alis_core.to_unit(torch.cat(rows, dim=1)))

@@ -64,6 +64,11 @@ def fresh_world(bpy, alis_extension):
     yield world
     scene.world = old
     bpy.data.worlds.remove(world)
+    for obj in [o for o in bpy.data.objects if o.get("alis_sun") is not None]:  # a sun lamp Generate made
+        light = obj.data
+        bpy.data.objects.remove(obj)
+        if light.users == 0:
+            bpy.data.lights.remove(light)
 
 
 

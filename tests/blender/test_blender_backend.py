@@ -1,4 +1,5 @@
 """Blender-free parts of the extension: parameters, pixel layout, CLI protocol, jobs. No bpy needed."""
+import dataclasses
 import os
 import sys
 import textwrap
@@ -46,6 +47,99 @@ def test_file_name_names_pixel_settings_only():
     assert SkyParams(seed=7, anchors=5, psi=0.5, width=1024, rotation=1.0, strength=3.0).file_name() == a.file_name()
     assert SkyParams(seed=8, anchors=5, psi=0.5, width=1024).file_name() != a.file_name()
     assert SkyParams(seed=7, anchors=5, psi=0.5, width=1024, wrap=False).file_name() != a.file_name()
+
+
+def test_file_name_names_the_sky_and_sun_settings():
+    base = SkyParams(seed=7, anchors=5, psi=0.5, width=1024)
+    plain = "alis_sky_s7_k5_psi0.50_1024_wrap_h0.50_x1.00_b2.00"
+    assert base.file_stem() == plain  # the default sky (physical, auto sun, sun lamp on) keeps its name
+
+    def stem(**kw):
+        return SkyParams(seed=7, anchors=5, psi=0.5, width=1024, **kw).file_stem()
+
+    assert stem(sky="blur") == plain + "_blur"
+    assert stem(sun_mode="none") == plain + "_sunnone"
+    assert stem(sun_mode="manual", sun_azimuth_deg=60, sun_elevation_deg=30) == plain + "_sun60.0_30.0"
+    assert stem(sun_lamp=False) == plain + "_disk"  # the sun's disk is in the image
+    assert stem(sun_lamp=False, sun_mode="none") == stem(sun_mode="none")  # no sun, no disk: same pixels
+    assert stem(exposure=-1.5) == plain + "_ev-1.5"
+    # different suns, different files; the manual angles count only in manual mode
+    suns = {stem(sun_mode="manual", sun_azimuth_deg=a, sun_elevation_deg=e) for a, e in [(60, 30), (-60, 30), (60, 45)]}
+    assert len(suns) == 3
+    assert stem(sun_azimuth_deg=90) == plain
+
+
+@pytest.mark.parametrize(
+    "change, word",
+    [
+        ({"sky": "cloudy"}, "sky 'cloudy' is unknown: use one of physical, blur"),
+        ({"sun_mode": "moon"}, "sun 'moon' is unknown: use one of auto, none, manual"),
+        ({"sun_elevation_deg": 91.0}, "sun elevation"),
+        ({"sun_azimuth_deg": float("nan")}, "sun azimuth"),
+        ({"exposure": 25.0}, "exposure 25.0 is out of range"),
+    ],
+)
+def test_params_reject_bad_sky_settings_naming_them(change, word):
+    with pytest.raises(ValueError, match=word):
+        SkyParams(**change).validate()
+
+
+def test_generate_command_passes_sky_sun_and_exposure():
+    default = backend.build_generate_command("/py", SkyParams(), "/o.exr")
+    # the defaults are the CLI's, except the disk: the default sun lamp gives that light
+    assert "--sky" not in default and not any(a.startswith("--sun=") for a in default)
+    assert "--no-sun-disk" in default and not any(a.startswith("--exposure") for a in default)
+    assert "--no-sun-disk" not in backend.build_generate_command("/py", SkyParams(sun_lamp=False), "/o.exr")
+    p = SkyParams(sky="blur", sun_mode="manual", sun_azimuth_deg=-60, sun_elevation_deg=30.5, exposure=-1)
+    cmd = backend.build_generate_command("/py", p, "/o.exr")
+    assert cmd[cmd.index("--sky") + 1] == "blur"
+    assert "--sun=-60,30.5" in cmd and "--exposure=-1" in cmd  # one token each: "-60" is no option
+    assert "--sun=none" in backend.build_generate_command("/py", SkyParams(sun_mode="none"), "/o.exr")
+
+
+def test_cli_parses_the_sun_the_extension_passes():
+    cli = pytest.importorskip("alis_core.cli")
+    from alis_core import options
+
+    p = SkyParams(sun_mode="manual", sun_azimuth_deg=-60, sun_elevation_deg=30.5, exposure=-1, sky="blur")
+    argv = backend.build_generate_command("/py", p, "/o.exr")[3:]  # from "generate" on
+    a = cli.build_parser().parse_args(argv)
+    assert options.parse_sun(a.sun) == (-60.0, 30.5) and a.exposure == -1 and a.sky == "blur"
+    assert a.sun_disk is False
+
+
+def test_read_sky_json(tmp_path):
+    assert backend.sky_json_path(str(tmp_path / "a.b" / "sky.exr")) == str(tmp_path / "a.b" / "sky.json")
+    assert backend.read_sky_json(str(tmp_path / "missing.json")) is None  # a CLI that writes no sidecar
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "other"}')
+    with pytest.raises(backend.BackendError, match="not an alis-sky sidecar"):
+        backend.read_sky_json(str(bad))
+    bad.write_text("{")
+    with pytest.raises(backend.BackendError, match="cannot read the sky's sidecar"):
+        backend.read_sky_json(str(bad))
+    assert backend.sky_sun(None) is None and backend.sky_sun({"sun": None}) is None
+
+
+def test_in_process_sky_is_complete_sky_and_returns_its_sun(tiny_G):
+    sky = pytest.importorskip("alis_core.sky")
+    p = SkyParams(anchors=4, width=128, strip_scale=0.5, sun_mode="manual", sun_azimuth_deg=60, sun_elevation_deg=30)
+    lamp, info = backend.generate_in_process(p, generator=tiny_G)
+    disk, info_disk = backend.generate_in_process(dataclasses.replace(p, sun_lamp=False), generator=tiny_G)
+    sun = backend.sky_sun(info)
+    assert sky.SkyInfo.from_dict(info).sun.elevation_deg == sun["elevation_deg"] == 30.0
+    assert sun["azimuth_deg"] == 60.0 and sun["irradiance"] > 0 and sun["visible"]
+    assert info_disk["sun"] == sun
+    # the disk is the only difference: its pixels are far brighter than the sky, and only there
+    diff = (disk - lamp).max(axis=2)
+    assert diff.max() > 100 * lamp.max()
+    row, col = np.unravel_index(diff.argmax(), diff.shape)
+    u, v = (col + 0.5) / 128, (row + 0.5) / 64
+    assert abs((0.5 - u) * 360 - 60) < 5 and abs((0.5 - v) * 180 - 30) < 5  # where Blender shows az 60, el 30
+    assert (diff > 1e-3).sum() <= 9
+    lower, info_ev = backend.generate_in_process(dataclasses.replace(p, exposure=1), generator=tiny_G)
+    np.testing.assert_allclose(lower, lamp / 2, rtol=1e-5, atol=1e-6)
+    assert info_ev["sun"]["irradiance"] == pytest.approx(sun["irradiance"] / 2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,11 +400,11 @@ def test_noise_mode_reaches_both_backends(tiny_G):
     assert SkyParams(noise_mode="const").file_name() != SkyParams().file_name()
     assert "_n" not in SkyParams().file_stem()
     small = dict(anchors=2, width=64)
-    quiet = backend.generate_in_process(SkyParams(**small), generator=tiny_G)
-    const = backend.generate_in_process(SkyParams(noise_mode="const", **small), generator=tiny_G)
+    quiet, _ = backend.generate_in_process(SkyParams(**small), generator=tiny_G)
+    const, _ = backend.generate_in_process(SkyParams(noise_mode="const", **small), generator=tiny_G)
     assert quiet.shape == const.shape == (32, 64, 3) and not np.allclose(quiet, const)
     np.testing.assert_array_equal(const, backend.generate_in_process(SkyParams(noise_mode="const", **small),
-                                                                     generator=tiny_G))
+                                                                     generator=tiny_G)[0])
 
 
 def test_in_process_device_is_checked_by_alis_core_options():

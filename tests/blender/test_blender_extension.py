@@ -174,7 +174,7 @@ def test_generate_through_the_cli_subprocess(
     got = np.array(image.pixels[:], np.float32).reshape(resolution // 2, resolution, 4)[::-1, :, :3]
     # the CLI and the in-process backend make the same sky (up to Radiance HDR's ~1% precision)
     backend = _module(alis_extension, "backend")
-    expected = backend.generate_in_process(s.to_params(), checkpoint=str(sky_checkpoint), device="cpu")
+    expected, _ = backend.generate_in_process(s.to_params(), checkpoint=str(sky_checkpoint), device="cpu")
     # RGBE shares one 8-bit exponent per pixel: the error scales with the pixel's brightest channel
     tolerance = 0.02 * expected.max(axis=2, keepdims=True) + 1e-3
     assert (np.abs(got - expected) <= tolerance).all()
@@ -359,7 +359,12 @@ def test_world_panel_draws_every_control_and_explains_a_missing_backend(bpy, add
     addon_prefs.python_path = ""
     calls = _draw(bpy, panel, None, context)
     props = {c[1] for c in calls if c[0] == "prop"}
-    assert {"seed", "anchors", "psi", "resolution", "wrap", "horizon", "strip_scale", "cap_blur", "rotation"} <= props
+    assert {"seed", "anchors", "psi", "resolution", "wrap", "horizon", "strip_scale", "cap_blur", "rotation",
+            "sky", "sun_mode", "sun_lamp", "exposure"} <= props
+    assert not {"sun_azimuth", "sun_elevation"} & props  # the angles only for a manual sun
+    fresh_world.alis_sky.sun_mode = "manual"
+    assert {"sun_azimuth", "sun_elevation"} <= {c[1] for c in _draw(bpy, panel, None, context) if c[0] == "prop"}
+    fresh_world.alis_sky.sun_mode = "auto"
     ops = {c[1]: c[2] for c in calls if c[0] == "operator"}
     assert {"alis.generate_world", "alis.new_seed", "alis.save_image", "preferences.addon_show"} <= set(ops)
     assert not ops["alis.generate_world"].enabled  # no backend: Generate is greyed out ...
@@ -489,5 +494,10 @@ def test_ui_choices_and_ranges_come_from_alis_core_options(bpy, alis_extension, 
     assert props["psi"].default == pytest.approx(options.BLENDER.psi) and props["anchors"].default == options.BLENDER.anchors
     assert tuple(item.identifier for item in props["noise_mode"].enum_items) == options.NOISE_MODES
     assert props["noise_mode"].default == "none"
+    assert tuple(item.identifier for item in props["sky"].enum_items) == options.SKY_MODES
+    assert tuple(item.identifier for item in props["sun_mode"].enum_items) == options.SUN_MODES
+    assert (props["sky"].default, props["sun_mode"].default, props["sun_lamp"].default) == ("physical", "auto", True)
+    assert (props["exposure"].hard_min, props["exposure"].hard_max) == pytest.approx(
+        (options.EXPOSURE_MIN, options.EXPOSURE_MAX))
     devices = addon_prefs.bl_rna.properties["device"]
     assert tuple(item.identifier for item in devices.enum_items) == options.DEVICES and devices.default == "auto"

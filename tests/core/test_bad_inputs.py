@@ -41,6 +41,7 @@ def workdir(tmp_path, monkeypatch, tiny_checkpoint):
     (tmp_path / "anchors.json").write_text('{"anchors": [1, 2, 3]}')
     (tmp_path / "folder.png").mkdir()
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "f.json").write_text('{"my": "settings"}')  # not a sky sidecar: never replaced
     return tmp_path
 
 
@@ -82,6 +83,14 @@ GENERATE = [
     (["--equirect", "e.png", "--cap-blur", "nan"], "--cap-blur must be"),
     (["--equirect", "e.png", "--cap-blur", "-1"], "--cap-blur must be"),
     (["--equirect", "e.png", "--cap-blur", "inf"], "--cap-blur must be"),
+    (["--equirect", "e.exr", "--sky", "cloudy"], "--sky must be one of physical, blur"),
+    (["--equirect", "e.exr", "--sun", "noon"], "--sun must be auto, none or AZIMUTH,ELEVATION"),
+    (["--equirect", "e.exr", "--sun", "60"], "--sun must be auto, none or AZIMUTH,ELEVATION"),
+    (["--equirect", "e.exr", "--sun", "60,95"], "--sun elevation must be a number within [-90, 90]"),
+    (["--equirect", "e.exr", "--sun", "nan,30"], "--sun azimuth must be a number"),
+    (["--equirect", "e.exr", "--exposure", "nan"], "--exposure must be a number within"),
+    (["--equirect", "e.exr", "--exposure", "1e9"], "--exposure must be a number within"),
+    (["--equirect", "f.exr", "--cubemap", "c"], "--equirect's sky.json"),  # workdir holds a foreign f.json
     (["--batch-size", "0"], "--batch-size must be within"),
     (["--batch-size", str(10 ** 9)], "--batch-size must be within"),
     (["--bits", "12"], "--bits must be 8 or 16"),

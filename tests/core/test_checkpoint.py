@@ -168,3 +168,21 @@ def test_restricted_unpickler_refuses_callables(obj):
     from alis_core.legacy import _RestrictedUnpickler
     with pytest.raises(pickle.UnpicklingError, match="refusing to load builtins"):
         _RestrictedUnpickler(io.BytesIO(pickle.dumps(obj))).load()
+
+
+def test_load_official_is_one_call_for_config_and_state():
+    """legacy.load_official(path) -> (config, state): what the loader builds from, in our names,
+    equal to the same network recorded as official-names safetensors."""
+    from alis_core.legacy import load_official
+    cfg, state = load_official(FIXTURES / "official_tiny64.pkl")
+    G = alis_core.load_generator(FIXTURES / "official_tiny64.safetensors")
+    ours = G.state_dict()
+    assert cfg == G.config and state.keys() == ours.keys()
+    assert all(torch.equal(state[k].to(torch.float32), ours[k]) for k in state)
+
+
+def test_torch_save_zip_is_not_an_official_snapshot(tmp_path):
+    path = tmp_path / "model.pkl"
+    torch.save({"G_ema": torch.zeros(2)}, path)
+    with pytest.raises(AlisError, match="torch.save zip"):
+        alis_core.load_generator(path)

@@ -266,3 +266,58 @@ def test_one_run_at_a_time_per_tile_folder(tmp_path, tiny_checkpoint, capsys):
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead.stdout)}))  # a run that is gone
     assert run_cli(*TILES, "--checkpoint", tiny_checkpoint, "--tiles", folder) == 0
     assert "replaced the lock of a run that is gone" in capsys.readouterr().err and not lock.exists()
+
+
+def _angles(h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Elevation [H, 1] and azimuth [1, W] of an equirect's pixel centres, in degrees
+    (u = 0.5 - azimuth / 360: the project's and Blender's convention)."""
+    el = 90.0 - 180.0 * (torch.arange(h, dtype=torch.float64) + 0.5) / h
+    az = (0.5 - (torch.arange(w, dtype=torch.float64) + 0.5) / w) * 360.0
+    return el[:, None], az[None, :]
+
+
+def test_generate_full_sphere_sky_with_a_sun(tmp_path, capsys):
+    """#19 on the bundled model: `--equirect sky.exr --sun 60,30` puts an HDR sun where asked, far
+    brighter than the sky, with its strength in sky.json; the loop still wraps exactly."""
+    rc = run_cli("generate", "--wrap", "--seed", 7, "--equirect", tmp_path / "sky.exr", "--sun", "60,30",
+                 "--progress-format", "none")
+    assert rc == 0
+    sky = alis_core.load_float_image(tmp_path / "sky.exr")  # [3, H, 2H] radiance
+    info = json.loads((tmp_path / "sky.json").read_text())
+    assert info["sun"]["azimuth_deg"] == 60 and info["sun"]["elevation_deg"] == 30
+    assert info["model"] == "default" and info["seeds"] == [7]
+    lum = sky.mean(0).double()
+    h, w = lum.shape
+    y, x = divmod(int(lum.argmax()), w)
+    el, az = _angles(h, w)
+    assert abs(float(el[y, 0]) - 30) <= 3 and abs((float(az[0, x]) - 60 + 180) % 360 - 180) <= 3
+    assert float(lum.max()) >= 1000 * float(lum[: h // 2].median())
+    # the disk's integrated radiance is the irradiance the JSON gives a sun lamp
+    omega = (torch.pi / h) * (2 * torch.pi / w) * torch.cos(torch.deg2rad(el))  # [H, 1]
+    disk = lum > 50 * float(lum[: h // 2].median())
+    rgb_weights = torch.tensor([0.2126, 0.7152, 0.0722], dtype=torch.float64)
+    ylum = (sky.double() * rgb_weights[:, None, None]).sum(0)
+    background = float(ylum[: h // 2][~disk[: h // 2]].median())
+    irr = float(((ylum - background) * disk * omega).sum())
+    assert abs(irr / info["sun"]["irradiance"] - 1) <= 0.1, (irr, info["sun"]["irradiance"])
+    # exact wrap: the step across the seam is like any step between neighbouring columns
+    seam = (sky[..., 0] - sky[..., -1]).abs().mean()
+    inner = (sky[..., 1:] - sky[..., :-1]).abs().mean(dim=(0, 1))
+    assert float(seam) <= 3 * float(inner.median()) + 1e-6
+
+
+def test_no_sun_disk_keeps_the_sun_in_the_json_and_blur_keeps_the_old_fill(tmp_path):
+    """--no-sun-disk: no disk in the image, the sun still in sky.json (for apps that add a lamp);
+    --sky blur: today's blurred caps (no sun), its PNG as before."""
+    base = ["generate", "--wrap", "--seed", 7, "--progress-format", "none"]
+    assert run_cli(*base, "--equirect", tmp_path / "a.hdr", "--sun", "60,30", "--no-sun-disk") == 0
+    a = alis_core.load_float_image(tmp_path / "a.hdr")
+    info = json.loads((tmp_path / "a.json").read_text())
+    assert info["sun"]["irradiance"] > 0 and float(a.max()) < 100
+    assert run_cli(*base, "--equirect", tmp_path / "b.png", "--sky", "blur", "--sun", "none") == 0
+    assert run_cli(*base, "--out", tmp_path / "strip.png") == 0
+    strip = alis_core.load_image(tmp_path / "strip.png")
+    old = alis_core.strip_to_equirect(strip).clamp(0, 1)
+    new = alis_core.load_image(tmp_path / "b.png")
+    assert (new - old).abs().max() <= 3 / 255
+    assert json.loads((tmp_path / "b.json").read_text())["sun"] is None

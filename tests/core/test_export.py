@@ -360,12 +360,16 @@ def test_generate_with_target_and_layout(tmp_path, run_cli):
     done = run_cli("generate", "--wrap", "--anchors", "2", "--cubemap", tmp_path / "c", "--layout", "6x1",
                    "--progress-format", "none")
     assert done.returncode == 0, done.stderr
-    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["cubemap_6x1.png"]
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["cubemap_6x1.png", "sky.json"]
     done = run_cli("generate", "--wrap", "--anchors", "2", "--cubemap", tmp_path / "t", "--target", "threejs",
-                   "--progress-format", "none")
+                   "--sun", "60,30", "--progress-format", "none")
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == sorted(
-        ["px.png", "nx.png", "py.png", "ny.png", "pz.png", "nz.png", "sky.hdr", "README.txt"])
+        ["px.png", "nx.png", "py.png", "ny.png", "pz.png", "nz.png", "sky.hdr", "README.txt", "sky.json"])
+    sidecar = json.loads((tmp_path / "t" / "sky.json").read_text())
+    readme = (tmp_path / "t" / "README.txt").read_text()
+    assert sidecar["sun"]["azimuth_deg"] == 60  # the generated sky's sun, as three.js's light
+    assert "azimuth 60 deg" in readme and "elevation 30 deg" in readme and "THREE.DirectionalLight" in readme
     bad = run_cli("generate", "--wrap", "--target", "unity")
     assert bad.returncode == 2 and "--cubemap DIR" in bad.stderr
 

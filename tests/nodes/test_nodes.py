@@ -89,6 +89,13 @@ def test_spec_inputs_match_node_function_signature():
                 assert default == p.default, f"{spec.node_id}.{p.name}: {default!r} != {p.default!r}"
 
 
+def test_input_and_output_names_differ():
+    """ComfyUI refuses a node whose input and output share a name (the whole pack fails to load)."""
+    for spec in NODE_SPECS:
+        clash = set(spec.input_names()) & {o.name for o in spec.outputs}
+        assert not clash, f"{spec.node_id}: {clash}"
+
+
 def test_pack_root_imports_without_comfyui_under_another_name(tmp_path):
     # As ComfyUI does it: by folder path, under a name that is not "nodes" or the repo's name,
     # from a directory where neither the repo nor alis_core is on sys.path.
@@ -285,15 +292,16 @@ def test_scroll_frames_without_loop_end_at_the_right_edge():
 # --- Equirect / cube map / Save Skybox ------------------------------------------------------------
 
 def test_panorama_to_equirect_is_two_to_one():
-    eq = skybox.panorama_to_equirect(gradient_strip(h=16, w=64, batch=2))
+    eq, sky = skybox.panorama_to_equirect(gradient_strip(h=16, w=64, batch=2))
     assert_comfy_image(eq, batch=2)
+    assert len(sky.hdr) == 2 and sky.hdr[0].shape == (3, 32, 64)
     assert eq.shape[1:3] == (32, 64)
     with pytest.raises(ValueError, match="ALIS Panorama to Equirect: input 'image'.*even"):
         skybox.panorama_to_equirect(gradient_strip(h=16, w=63))
 
 
 def test_equirect_to_cubemap_faces_and_cross():
-    eq = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
+    eq, _ = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
     faces, cross = skybox.equirect_to_cubemap(eq, face_size=0)
     assert_comfy_image(faces, batch=6)
     assert_comfy_image(cross, batch=1)
@@ -307,7 +315,7 @@ def test_equirect_to_cubemap_rejects_non_2_to_1():
 
 
 def test_save_skybox_writes_numbered_files_with_metadata(tmp_path):
-    eq = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
+    eq, _ = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
     text = {"prompt": json.dumps({"1": {"class_type": "ALISPanorama"}}), "workflow": json.dumps({"nodes": []})}
     first = skybox.save_skybox(eq, "sky/test", "hdr", "faces + cross", 0, output_dir=str(tmp_path), text=text)
     second = skybox.save_skybox(eq, "sky/test", "none", "cross", 8, output_dir=str(tmp_path))
@@ -325,8 +333,31 @@ def test_save_skybox_writes_numbered_files_with_metadata(tmp_path):
     assert hdr.shape == (3, 32, 64)
 
 
+def test_equirect_sky_travels_as_hdr_to_save_skybox(tmp_path):
+    """The node's image is tone-mapped (0..1), its sky output the radiance with the sun's true
+    range; Save Skybox writes that radiance as the float file and the sun into a .json beside it."""
+    strip = gradient_strip(h=16, w=64)
+    eq, sky = skybox.panorama_to_equirect(strip, sun="manual", sun_azimuth=90.0, sun_elevation=40.0)
+    assert float(eq.max()) <= 1 and float(sky.hdr[0].max()) > 100  # an HDR sun
+    assert sky.info[0].sun.azimuth_deg == 90 and sky.info[0].sun.elevation_deg == 40
+    files = skybox.save_skybox(eq, "sky/s", "hdr", "none", output_dir=str(tmp_path), sky=sky)
+    assert [f["kind"] for f in files] == ["equirect", "float", "sky"]
+    hdr = alis_core.image.load_float_image(tmp_path / "sky" / "s_00001_.hdr")
+    ref = sky.hdr[0]  # RGBE: one exponent per pixel, so about 1% of the pixel's largest channel
+    assert float(hdr.max()) > 100 and bool(((hdr - ref).abs() <= 0.01 * ref.amax(0) + 1e-4).all())
+    info = json.loads((tmp_path / "sky" / "s_00001_.json").read_text())
+    assert info["sun"]["azimuth_deg"] == 90 and info["sun"]["irradiance"] > 0
+    # a sky of another batch is refused, naming the input
+    with pytest.raises(ValueError, match="Save Skybox: input 'sky'"):
+        skybox.save_skybox(torch.cat([eq, eq]), "sky/t", "hdr", "none", output_dir=str(tmp_path), sky=sky)
+    # blur: today's fill, no sun
+    blur, bsky = skybox.panorama_to_equirect(strip, sky="blur", sun="none")
+    old = alis_core.strip_to_equirect(alis_core.image.hwc_to_chw(strip[0])).clamp(0, 1)
+    assert (alis_core.image.hwc_to_chw(blur[0]) - old).abs().max() <= 2e-3 and bsky.info[0].sun is None
+
+
 def test_save_skybox_refuses_paths_outside_the_output_folder(tmp_path):
-    eq = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
+    eq, _ = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
     with pytest.raises(ValueError, match="Save Skybox: input 'filename_prefix'"):
         skybox.save_skybox(eq, "../escape", output_dir=str(tmp_path / "out"))
 
@@ -337,7 +368,7 @@ def test_save_skybox_exr_without_openexr_names_the_input(tmp_path):
         pytest.skip("OpenEXR is installed")
     except ImportError:
         pass
-    eq = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
+    eq, _ = skybox.panorama_to_equirect(gradient_strip(h=16, w=64))
     with pytest.raises(ValueError, match="Save Skybox: input 'float_format'"):
         skybox.save_skybox(eq, "x", "exr", "none", output_dir=str(tmp_path))
 

@@ -147,7 +147,7 @@ def test_source_errors_name_the_path(tmp_path):
     bad.mkdir()
     (bad / "x.png").write_bytes(b"nope")
     _save(bad / "y.png", 4, 4)
-    with pytest.raises(AlisError, match=r"no usable images in .*bad.*1 unreadable, 1 smaller"):
+    with pytest.raises(AlisError, match=r"no usable images in .*bad: skipped 2 of 2 files \(1 unreadable, 1 too small\): x.png, y.png"):
         prepare_dataset(bad, R, cache_dir=tmp_path / "cache")
     with pytest.raises(AlisError, match="dataset not found: .*missing"):
         prepare_dataset(tmp_path / "missing", R, cache_dir=tmp_path / "cache")
@@ -236,3 +236,88 @@ def test_embedded_srgb_profile_keeps_colours(tmp_path):
     ds = prepare_dataset(src, R, cache_dir=tmp_path / "cache")
     diff = ds[0].int() - torch.from_numpy(_pattern(R, R, seed=6).transpose(2, 0, 1)).int()
     assert diff.abs().max() <= 1
+
+
+def _with_alarm(seconds, fn, *args, **kw):
+    """Run fn, failing (not hanging) if it blocks, e.g. on opening a FIFO."""
+    import signal
+
+    def timeout(signum, frame):
+        raise TimeoutError(f"blocked for {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, timeout)
+    signal.alarm(seconds)
+    try:
+        return fn(*args, **kw)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def test_hostile_files_are_skipped_and_named(tmp_path, caplog, capfd):
+    """A FIFO (never opened), fuzzed TIFFs (TypeError/OverflowError inside Pillow, libtiff's errors),
+    a 169 Mpx PNG (over Pillow's bomb limit, refused before decoding) next to one good photo: one
+    warning and nothing else on stderr, no hang."""
+    from hostile_files import bomb_png, damaged_lzw_tiff, fuzzed_tiff, make_png
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    (src / "good.png").write_bytes(make_png(40, 30))
+    os.mkfifo(src / "pipe.jpg")
+    (src / "fuzz-a.tif").write_bytes(fuzzed_tiff(2))
+    (src / "fuzz-b.tif").write_bytes(fuzzed_tiff(16))
+    (src / "lzw.tif").write_bytes(damaged_lzw_tiff())
+    (src / "bomb.png").write_bytes(bomb_png())
+    with caplog.at_level(logging.WARNING, logger="training.data"):
+        ds = _with_alarm(30, prepare_dataset, src, R, cache_dir=tmp_path / "cache")
+    assert len(ds) == 2 and [f["name"] for f in ds.manifest["files"]] == ["good.png"]
+    kinds = {s["name"]: s["kind"] for s in ds.manifest["skipped"]}
+    assert kinds == {"bomb.png": "too large", "fuzz-a.tif": "unreadable", "fuzz-b.tif": "unreadable",
+                     "lzw.tif": "unreadable", "pipe.jpg": "not a regular file"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == ["skipped 5 of 6 files (3 unreadable, 1 too large, 1 not a regular file): "
+                        "bomb.png, fuzz-a.tif, fuzz-b.tif, lzw.tif, pipe.jpg"]
+    assert capfd.readouterr().err == ""  # neither Pillow's bomb warning nor libtiff's own lines
+
+
+def test_zip_member_over_the_size_bound_is_skipped_unread(tmp_path, monkeypatch):
+    from hostile_files import make_png, zip_declaring
+
+    zip_declaring(tmp_path / "bomb.zip", "big.png", 1_500_000_000, make_png())
+    with pytest.raises(AlisError, match=r"bomb.zip: skipped 1 of 1 files \(1 too large\): big.png"):
+        prepare_dataset(tmp_path / "bomb.zip", R, cache_dir=tmp_path / "cache")
+    assert not (tmp_path / "cache").exists()  # nothing written for a source without frames
+    # The bound applies to what a member really expands to: lowered under an honest member's size.
+    with zipfile.ZipFile(tmp_path / "ok.zip", "w") as zf:
+        zf.writestr("a.png", make_png(40, 30))
+        zf.writestr("b.png", make_png(40, 30, seed=1))
+    monkeypatch.setattr(data, "MAX_MEMBER_BYTES", len(make_png(40, 30)) - 1)
+    with pytest.raises(AlisError, match=r"skipped 2 of 2 files \(2 too large\)"):
+        prepare_dataset(tmp_path / "ok.zip", R, cache_dir=tmp_path / "cache")
+
+
+def test_a_fifo_as_the_source_is_refused_without_blocking(tmp_path):
+    os.mkfifo(tmp_path / "pipe.zip")
+    with pytest.raises(AlisError, match="neither a folder nor a regular file"):
+        _with_alarm(30, prepare_dataset, tmp_path / "pipe.zip", R, cache_dir=tmp_path / "cache")
+
+
+def test_identity_ignores_path_and_mtime_but_not_content(tmp_path):
+    from hostile_files import make_png
+
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "x.png").write_bytes(make_png(40, 30))
+    (a / "y.png").write_bytes(make_png(48, 30))
+    first = prepare_dataset(a, R, cache_dir=tmp_path / "cache").manifest["identity"]
+    assert first.startswith("files:2:")
+    assert prepare_dataset(a, R, cache_dir=tmp_path / "cache").manifest["identity"] == first  # cached
+    b = tmp_path / "moved"
+    os.rename(a, b)
+    os.utime(b / "x.png", (0, 0))
+    assert prepare_dataset(b, R, cache_dir=tmp_path / "cache").manifest["identity"] == first
+    (b / "z.png").write_bytes(make_png(40, 30, seed=3))
+    assert prepare_dataset(b, R, cache_dir=tmp_path / "cache").manifest["identity"] != first
+    s4 = prepare_dataset("synthetic:4", R).manifest["identity"]
+    assert s4 == prepare_dataset("synthetic:4:0", R, cache_dir=tmp_path / "cache").manifest["identity"]
+    assert s4 != prepare_dataset("synthetic:4:1", R).manifest["identity"]
