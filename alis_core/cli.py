@@ -102,7 +102,7 @@ class DownloadProgress:
         elapsed = max(now - self.start, 1e-6)
         rate = (done - self.first) / elapsed
         size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
-        eta = f" eta {(total - done) / rate:4.0f}s" if total and rate > 0 else ""
+        eta = f" eta {(total - done) / rate:4.0f}s" if total and rate > 0 and not final else ""
         pct = int(100 * done / total) if total else 0
         bar = "#" * (pct // 4) + "." * (25 - pct // 4)
         line = f"{self.label} [{bar}] {size} {rate / 1e6:.1f} MB/s{eta}"

@@ -325,7 +325,7 @@ def download_model(name: str, url: str | None = None, known: KnownModel | None =
             return verify_cached(name)
         part = cache_root() / "downloads" / f"{name}.part"
         log.info("downloading %s from %s into %s", name, url, folder)
-        size = _transfer(url, part, progress, cancel)
+        size = _transfer(url, part, progress, cancel, f" (or set {known.env} to a mirror)" if known else "")
         return _install(name, url, known, part, size, keep_pickle, cancel)
 
 
@@ -368,7 +368,7 @@ def _no_network(url: str, reason: str) -> AlisError:
                      "(or `alis download http://.../FILE --name NAME` from a local server)")
 
 
-def _transfer(url: str, part: Path, progress: Progress | None, cancel: Cancel | None) -> int:
+def _transfer(url: str, part: Path, progress: Progress | None, cancel: Cancel | None, hint: str = "") -> int:
     """Bring `url` into `part`, continuing what `part` holds (its `.json` sidecar records the URL
     and the server's validators); returns the verified size."""
     sidecar = part.with_suffix(".json")
@@ -383,7 +383,7 @@ def _transfer(url: str, part: Path, progress: Progress | None, cancel: Cancel | 
         if total and have == total:
             return have
         try:
-            got = _fetch_once(url, part, have, meta, sidecar, progress, cancel)
+            got = _fetch_once(url, part, have, meta, sidecar, progress, cancel, hint)
             if got is not None:
                 return got
             received_any = True
@@ -400,7 +400,7 @@ def _transfer(url: str, part: Path, progress: Progress | None, cancel: Cancel | 
             time.sleep(RETRY_WAIT_S[failures])
 
 
-def _fetch_once(url, part: Path, have: int, meta: dict, sidecar: Path, progress, cancel) -> int | None:
+def _fetch_once(url, part: Path, have: int, meta: dict, sidecar: Path, progress, cancel, hint: str) -> int | None:
     """One request: the whole file, or the rest of it. Returns the size once complete, None to ask
     again at once (the server restarted or refused the range), raises _Dropped on a broken transfer."""
     from . import __version__
@@ -417,8 +417,7 @@ def _fetch_once(url, part: Path, have: int, meta: dict, sidecar: Path, progress,
             e.close()
             part.unlink(missing_ok=True)
             return None
-        raise AlisError(f"download of {url} failed: HTTP {e.code} {e.reason}; check the URL (or the "
-                        "ALIS_URL_* variable that set it)") from None
+        raise AlisError(f"download of {url} failed: HTTP {e.code} {e.reason}; check the URL{hint}") from None
     except urllib.error.URLError as e:
         raise _Dropped(_reason(e.reason), reached=False) from None
     except (OSError, http.client.HTTPException) as e:
