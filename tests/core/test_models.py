@@ -303,3 +303,33 @@ def test_importing_touches_no_network(tmp_path):
                           cwd=Path(__file__).resolve().parents[2])
     assert done.returncode == 0, done.stderr[-2000:]
     assert not any(tmp_path.iterdir())  # nor does it create the cache
+
+
+# --- the trainer: --init and eval take names, prepared data lives in the same cache ------------------
+
+@pytest.mark.parametrize("argv", [["train", "--init", "{name}", "--data", "synthetic:8", "--out", "{out}"],
+                                  ["eval", "{name}", "--data", "synthetic:8", "--num", "8"]])
+def test_trainer_commands_resolve_names(home, capsys, monkeypatch, tmp_path, argv):
+    from training import cli as train_cli, cli_eval  # the checkout's trainer (`alis` may run an installed one)
+    main = {"train": train_cli.main, "eval": cli_eval.main}[argv[0]]
+
+    def run(name):
+        rc = main([a.format(name=name, out=tmp_path / "run") for a in argv[1:]])
+        return rc, capsys.readouterr().err
+
+    with ModelServer({"/lhq.pkl": PKL}) as srv:
+        relaxed_lhq(monkeypatch, srv.url("/lhq.pkl"))
+        monkeypatch.setenv("ALIS_OFFLINE", "1")
+        rc, err = run("lhq1024")
+        assert rc == 2 and "model lhq1024 is not downloaded yet" in err and "ALIS_OFFLINE=1" in err
+        rc, err = run("nope")
+        assert rc == 2 and "unknown model name 'nope'" in err
+        assert srv.behaviour.gets() == []
+
+
+def test_prepared_data_defaults_to_the_same_cache(home, monkeypatch):
+    from training.data import default_cache_dir  # the checkout's trainer, as tests/training imports it
+    monkeypatch.delenv("ALIS_CACHE_DIR", raising=False)
+    assert default_cache_dir() == home / "datasets"
+    monkeypatch.setenv("ALIS_CACHE_DIR", str(home / "elsewhere"))
+    assert default_cache_dir() == home / "elsewhere"
