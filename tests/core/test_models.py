@@ -214,21 +214,25 @@ def test_no_download_and_offline_never_touch_the_network(home, capsys, monkeypat
 
 # --- the cache: index, corruption, listing, lock, cancel ---------------------------------------------
 
-def test_corruption_is_caught_on_load_and_by_verify(home, capsys):
+def test_corruption_is_caught_on_load_and_by_verify_and_force_downloads_again(home, capsys):
     with ModelServer({"/m.safetensors": SAFETENSORS}) as srv:
         path = hub.download(srv.url("/m.safetensors"), "mine")
-    rc, out, _ = run_cli(capsys, "models", "--verify")
-    assert rc == 0 and any(line.startswith("mine") and "verified" in line for line in out.splitlines())
-    data = bytearray(path.read_bytes())
-    data[-1] ^= 0xFF  # same size, new mtime: the full hash runs on load
-    path.write_bytes(bytes(data))
-    with pytest.raises(AlisError, match=r"cached model mine .* sha256 .*alis download mine --force"):
-        alis_core.load_generator("mine")
-    rc, _, err = run_cli(capsys, "models", "--verify")
-    assert rc == 2 and "damaged" in err
-    path.write_bytes(bytes(data[:-10]))
-    with pytest.raises(AlisError, match=r"has \d+ bytes, the index recorded \d+"):
-        hub.resolve("mine")
+        rc, out, _ = run_cli(capsys, "models", "--verify")
+        assert rc == 0 and any(line.startswith("mine") and "verified" in line for line in out.splitlines())
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF  # same size, new mtime: the full hash runs on load
+        path.write_bytes(bytes(data))
+        with pytest.raises(AlisError, match=r"cached model mine .* sha256 .*alis download mine --force"):
+            alis_core.load_generator("mine")
+        rc, _, err = run_cli(capsys, "models", "--verify")
+        assert rc == 2 and "damaged" in err
+        path.write_bytes(bytes(data[:-10]))
+        with pytest.raises(AlisError, match=r"has \d+ bytes, the index recorded \d+"):
+            hub.resolve("mine")
+        rc, _, err = run_cli(capsys, "download", srv.url("/m.safetensors"), "--name", "mine", "--force",
+                             "--progress-format", "none")
+        assert rc == 0 and len(srv.behaviour.gets()) == 2, err
+    assert path.read_bytes() == SAFETENSORS and hub.resolve("mine") == path
 
 
 def test_models_lists_bundled_known_and_cached(home, capsys, monkeypatch):
