@@ -122,6 +122,9 @@ def _read_tensors(path: Path, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def _resolve(path: str | Path | None) -> Path:
+    if isinstance(path, str) and path:  # a model name (hub.is_path's rule) -> its cached file,
+        from . import hub               # downloaded on first use unless ALIS_OFFLINE=1
+        path = hub.resolve(path)
     if path is None or str(path) == "":
         path = DEFAULT_CHECKPOINT
         if not path.is_file():

@@ -76,6 +76,56 @@ class ProgressReporter:
         self._last_pct = pct
 
 
+class DownloadProgress:
+    """Bytes, rate and ETA of a download on stderr, in the styles of ProgressReporter."""
+
+    def __init__(self, label: str, style: str = "bar", stream=None):
+        self.label, self.style = label, style
+        self.stream = stream or sys.stderr
+        self.start = time.perf_counter()
+        self.first: int | None = None  # bytes already there when this run started (a resumed download)
+        self.interactive = style == "bar" and getattr(self.stream, "isatty", lambda: False)()
+        self._last = -1.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.style == "none":
+            return
+        if self.first is None:  # the first call reports where this run starts
+            self.first = done
+        now = time.perf_counter()
+        final = total > 0 and done >= total
+        if self.style == "lines":
+            if final or now - self._last >= 1.0:
+                print(f"progress {done}/{total}", file=self.stream, flush=True)
+                self._last = now
+            return
+        elapsed = max(now - self.start, 1e-6)
+        rate = (done - self.first) / elapsed
+        size = f"{done / 1e6:.1f}/{total / 1e6:.1f} MB" if total else f"{done / 1e6:.1f} MB"
+        eta = f" eta {(total - done) / rate:4.0f}s" if total and rate > 0 and not final else ""
+        pct = int(100 * done / total) if total else 0
+        bar = "#" * (pct // 4) + "." * (25 - pct // 4)
+        line = f"{self.label} [{bar}] {size} {rate / 1e6:.1f} MB/s{eta}"
+        if self.interactive:
+            if final or now - self._last >= 0.1:
+                print("\r" + line, end="\n" if final else "", file=self.stream, flush=True)
+                self._last = now
+        elif final or now - self._last >= 10.0:  # logs: a line every 10 s
+            print(line, file=self.stream, flush=True)
+            self._last = now
+
+
+def resolve_checkpoint_arg(value: str | None, no_download: bool = False, progress_format: str = "bar") -> str | None:
+    """A checkpoint option (a path or a model name, alis_core.hub's rule) -> a file path; a known
+    model not cached yet is downloaded first, with a progress bar (unless --no-download or
+    ALIS_OFFLINE=1). None stays None (the bundled model)."""
+    from . import hub
+    if value is None or hub.is_path(value):
+        return value
+    progress = DownloadProgress(f"downloading {value}", progress_format)
+    return str(hub.resolve(value, download=False if no_download else None, progress=progress))
+
+
 # ---------------------------------------------------------------------------------------------
 # alis generate
 
@@ -87,7 +137,9 @@ TILES_VERSION = 1
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="render a panorama (and skybox files) from a checkpoint",
                        description="Render a panorama from anchors; with --wrap it closes into a 360° loop.")
-    p.add_argument("--checkpoint", default=None, help="our .safetensors or an official .pkl (default: the bundled model)")
+    p.add_argument("--checkpoint", default=None, help="our .safetensors, an official .pkl, or a model name "
+                   "(`alis models`; a known one downloads on first use); default: the bundled model")
+    p.add_argument("--no-download", action="store_true", help="never download a model name that is not cached")
     p.add_argument("--seed", type=int, default=0, help="seed of the anchor latents, the scene (default 0)")
     p.add_argument("--seeds", default=None, help="one seed per anchor, e.g. 12,7,99 (overrides --seed/--anchors)")
     p.add_argument("--anchors", type=int, default=None,
@@ -262,6 +314,7 @@ def cmd_generate(a) -> int:
     if not any([a.out, a.equirect, a.cubemap, a.tiles]):
         a.out = "panorama.png"
     _check_generate_options(a)
+    a.checkpoint = resolve_checkpoint_arg(a.checkpoint, a.no_download, a.progress_format)
     noise_seed = a.seed if a.noise_seed is None else a.noise_seed
     device = resolve_device(a.device)
     G = load_generator(a.checkpoint, device=device, dtype=options.torch_dtype(a.dtype, "--dtype"),
@@ -435,16 +488,20 @@ def _report(paths: Sequence[str]) -> None:
 
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="print a checkpoint's architecture and panorama geometry")
-    p.add_argument("checkpoint", nargs="?", default=None, help="checkpoint file (default: the bundled model)")
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="checkpoint file or model name (default: the bundled model)")
+    p.add_argument("--no-download", action="store_true", help="never download a model name that is not cached")
     p.set_defaults(func=cmd_info)
 
 
 def cmd_info(a) -> int:
     from .checkpoint import load_generator
-    G = load_generator(a.checkpoint)
+    path = resolve_checkpoint_arg(a.checkpoint, a.no_download)
+    G = load_generator(path)
     cfg = G.config
     params = sum(p.numel() for p in G.parameters())
-    print(f"checkpoint        {a.checkpoint or 'bundled default'}")
+    shown = a.checkpoint if path == a.checkpoint else f"{a.checkpoint} ({path})"
+    print(f"checkpoint        {shown or 'bundled default'}")
     print(f"frame             {cfg.img_resolution} x {cfg.img_resolution} px ({cfg.grid_size} patches of "
           f"{cfg.patch_width} px)")
     print(f"anchor spacing    {cfg.anchor_spacing} px ({cfg.patches_per_interval} patches; w_coord_dist {cfg.w_coord_dist:g})")
@@ -495,6 +552,61 @@ def cmd_convert(a) -> int:
                      dtype=torch.float16 if a.fp16 else None)
     print(f"wrote {dst}")
     return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# alis download / models
+
+def _add_download(sub) -> None:
+    p = sub.add_parser("download", help="download a known model (e.g. lhq1024) or a checkpoint URL into the cache",
+                       description="Download into the model cache ($ALIS_HOME, else the user cache folder): "
+                                   "resumable, verified, official pickles converted safely to .safetensors.")
+    p.add_argument("source", help="a known model name (`alis models`) or an http(s) URL of a .pkl/.safetensors")
+    p.add_argument("--name", default=None, help="the name to cache a URL under (then --checkpoint NAME)")
+    p.add_argument("--force", action="store_true", help="download again even if the name is cached")
+    p.add_argument("--keep-pickle", action="store_true", help="keep an official .pkl next to its conversion")
+    p.add_argument("--progress-format", default="bar", choices=["bar", "lines", "none"],
+                   help="progress on stderr: a bar, `progress D/T` lines (bytes), or none")
+    p.set_defaults(func=cmd_download)
+
+
+def cmd_download(a) -> int:
+    from . import hub
+    name = a.name or a.source
+    if a.name is not None:
+        hub.check_name(a.name, "--name")
+    path = hub.download(a.source, a.name, force=a.force, keep_pickle=a.keep_pickle,
+                        progress=DownloadProgress(f"downloading {name}", a.progress_format))
+    known = hub.KNOWN.get(a.source)
+    if known:
+        print(f"licence: {known.licence}", file=sys.stderr)
+    print(f"{name}: {path}")
+    return 0
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the bundled, known and cached models with sizes and paths")
+    p.add_argument("--verify", action="store_true", help="check every cached model's sha256 against the index")
+    p.set_defaults(func=cmd_models)
+
+
+def cmd_models(a) -> int:
+    from . import hub
+    bad = 0
+    print(f"cache {hub.cache_root()}")
+    for m in hub.list_models():
+        size = f"{m.size / 1e6:9.1f} MB" if m.size is not None else f"{'-':>12}"
+        where = str(m.path) if m.path else f"downloads on first use from {m.url}"
+        state = m.status
+        if a.verify and m.status == "cached":
+            try:
+                hub.verify_cached(m.name, full=True)
+                state = "verified"
+            except AlisError as e:
+                state, bad = "DAMAGED", bad + 1
+                print(f"error: {e}", file=sys.stderr)
+        print(f"{m.name:<16} {state:<9} {size}  {where}")
+    return 2 if bad else 0
 
 
 def _delegate(module: str, argv: list[str]) -> int:
@@ -565,6 +677,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     _add_info(sub)
     _add_convert(sub)
+    _add_download(sub)
+    _add_models(sub)
     _add_export_view(sub)
     sub.add_parser("train", help="train or fine-tune a checkpoint (see docs/TRAINING.md)", add_help=False)
     sub.add_parser("eval", help="measure SWD, infinite SWD and seam scores of a checkpoint", add_help=False)

@@ -8,12 +8,12 @@ import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
 import alis_core
-from alis_core import options
+from alis_core import hub, options
 from alis_core.errors import AlisError
 
 from .errors import input_error
@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 NODE = "Load ALIS Checkpoint"
 BUNDLED = "default (bundled)"  # combo entry for alis_core.DEFAULT_CHECKPOINT
+DOWNLOAD_MARK = " (download)"  # a known model not cached yet: "lhq1024 (download)" downloads it on first run
 CHECKPOINT_EXTENSIONS = (".safetensors", ".pkl")
 DEFAULTS = options.COMFYUI
+Progress = Callable[[int, int], None]
 
 
 @dataclass(eq=False)
@@ -76,7 +78,8 @@ _cache_lock = threading.Lock()
 
 
 def checkpoint_names(folders: Sequence[str | os.PathLike]) -> list[str]:
-    """Combo entries: the bundled default, then checkpoints under `folders` as relative paths."""
+    """Combo entries: the bundled default, the models of alis_core.hub's cache (known ones not
+    cached yet marked "NAME (download)"), then checkpoints under `folders` as relative paths."""
     names: set[str] = set()
     for folder in folders:
         root = Path(folder)
@@ -85,7 +88,26 @@ def checkpoint_names(folders: Sequence[str | os.PathLike]) -> list[str]:
         for path in root.rglob("*"):
             if _loadable(root, path):
                 names.add(path.relative_to(root).as_posix())
-    return [BUNDLED, *sorted(names)]
+    cached = hub.cached_names()
+    models = [*cached, *(name + DOWNLOAD_MARK for name in hub.KNOWN if name not in cached)]
+    return [BUNDLED, *sorted(models), *sorted(names)]
+
+
+def _model_name(ckpt_name: str) -> str | None:
+    """The hub model a combo entry names ("lhq1024" or "lhq1024 (download)"), else None. The marked
+    spelling stays valid once the model is cached, so a saved workflow keeps loading."""
+    name = ckpt_name[:-len(DOWNLOAD_MARK)] if ckpt_name.endswith(DOWNLOAD_MARK) else ckpt_name
+    if hub.NAME_PATTERN.fullmatch(name) and (name in hub.KNOWN or hub.model_path(name).is_file()):
+        return name
+    return None
+
+
+def check_choice(ckpt_name: str, folders: Sequence[str | os.PathLike]) -> bool | str:
+    """ComfyUI's validate_inputs: True for an entry `checkpoint_names` lists or a model's marked
+    spelling, else the reason (the combo check is skipped for ckpt_name so that both spellings pass)."""
+    if ckpt_name in checkpoint_names(folders) or _model_name(ckpt_name) is not None:
+        return True
+    return f"'{ckpt_name}' is not in models/alis/ nor a model name; pick an entry of the list (refresh it first)"
 
 
 def _loadable(root: Path, path: Path) -> bool:
@@ -95,8 +117,17 @@ def _loadable(root: Path, path: Path) -> bool:
     return inside and path.suffix.lower() in CHECKPOINT_EXTENSIONS and path.is_file()
 
 
-def resolve_checkpoint(ckpt_name: str, folders: Sequence[str | os.PathLike]) -> Path:
-    """The file behind a combo entry; only names that `checkpoint_names` lists are accepted."""
+def resolve_checkpoint(ckpt_name: str, folders: Sequence[str | os.PathLike],
+                       progress: Progress | None = None) -> Path:
+    """The file behind a combo entry; only names that `checkpoint_names` lists are accepted.
+    A model name is downloaded on first use (alis_core.hub) unless ALIS_OFFLINE=1; progress(done,
+    total) sees its bytes and may raise to cancel (the partial file is kept and resumed later)."""
+    name = _model_name(ckpt_name)
+    if name is not None:
+        try:
+            return hub.resolve(name, progress=progress)
+        except AlisError as e:
+            raise input_error(NODE, "ckpt_name", str(e)) from e
     if ckpt_name == BUNDLED:
         path = Path(alis_core.DEFAULT_CHECKPOINT)
         if not path.is_file():
@@ -153,9 +184,11 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
 def load_named_checkpoint(ckpt_name: str, dtype: str = "float32", fast: bool = DEFAULTS.fast, *,
                           folders: Sequence[str | os.PathLike] = (),
                           device: str | torch.device = "cpu",
-                          offload_device: str | torch.device | None = None) -> AlisModel:
-    """Node function: resolve a combo entry under `folders` and load it."""
-    return load_checkpoint(resolve_checkpoint(ckpt_name, folders), device, dtype, offload_device, fast)
+                          offload_device: str | torch.device | None = None,
+                          progress: Progress | None = None) -> AlisModel:
+    """Node function: resolve a combo entry under `folders` (downloading a model name on first
+    use, with `progress`) and load it."""
+    return load_checkpoint(resolve_checkpoint(ckpt_name, folders, progress), device, dtype, offload_device, fast)
 
 
 LOAD_CHECKPOINT = NodeSpec(
@@ -166,8 +199,10 @@ LOAD_CHECKPOINT = NodeSpec(
     function=load_named_checkpoint,
     inputs=(
         Param("ckpt_name", "COMBO", options_from="alis_checkpoints",
-              tooltip="Generator file from models/alis/ (or an 'alis:' path in extra_model_paths.yaml); "
-                      "'default (bundled)' is the checkpoint shipped with the pack."),
+              tooltip="Generator file from models/alis/ (or an 'alis:' path in extra_model_paths.yaml), or a "
+                      "model of the alis cache; 'default (bundled)' is the checkpoint shipped with the pack; "
+                      "'lhq1024 (download)' downloads the authors' photographic model (once, resumable; "
+                      "the same cache as the `alis` command)."),
         Param("dtype", "COMBO", options=options.DTYPE_NAMES, default="float32",
               tooltip="Compute precision (weights stay float32). float32 works everywhere; "
                       "float16/bfloat16 are faster on GPUs."),
@@ -176,5 +211,5 @@ LOAD_CHECKPOINT = NodeSpec(
                       "order of operations. Off: the exact official order. Reduced dtypes are always fast."),
     ),
     outputs=(Out("model", ALIS_MODEL, "The ALIS generator, on ComfyUI's device."),),
-    extras=("folders", "device", "offload_device"),
+    extras=("folders", "device", "offload_device", "progress"),
 )

@@ -91,10 +91,14 @@ class ALISLoadCheckpoint(io.ComfyNode):
         return schema_from_spec(loaders.LOAD_CHECKPOINT, alis_checkpoints=names)
 
     @classmethod
+    def validate_inputs(cls, ckpt_name):  # naming ckpt_name here replaces ComfyUI's combo check for it
+        return loaders.check_choice(ckpt_name, folder_paths.get_folder_paths(MODEL_FOLDER))
+
+    @classmethod
     def execute(cls, ckpt_name, dtype, fast) -> io.NodeOutput:
         model = loaders.load_named_checkpoint(
             ckpt_name, dtype, fast, folders=folder_paths.get_folder_paths(MODEL_FOLDER),
-            device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
+            device=mm.get_torch_device(), offload_device=mm.unet_offload_device(), progress=_progress_callback())
         return io.NodeOutput(model)
 
 

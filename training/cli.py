@@ -17,7 +17,7 @@ from typing import Sequence
 import torch
 
 from alis_core import AlisError
-from alis_core.cli import OneLineParser, run_main
+from alis_core.cli import OneLineParser, resolve_checkpoint_arg, run_main
 from alis_core.options import DTYPE_NAMES, check_seed
 
 from .config import PRESETS, TrainConfig, preset
@@ -138,6 +138,7 @@ def run(argv: Sequence[str] | None) -> int:
     if a.resume and a.init:
         raise AlisError("--resume and --init exclude each other: --resume continues a run, --init starts a new one")
     check_run_folder(Path(a.out), a.resume, a.force)  # before anything is read or written
+    a.init = resolve_checkpoint_arg(a.init)  # a model name -> its cached file (downloaded on first use)
     cfg = resolve_config(a)
     if not a.data:
         raise AlisError("--data is required: a folder or .zip of images, or 'synthetic'")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import alis_core
 from alis_core import AlisError
-from alis_core.cli import OneLineParser, run_main
+from alis_core.cli import OneLineParser, resolve_checkpoint_arg, run_main
 from alis_core.options import MAX_SEED, check_seed
 
 from . import metrics
@@ -52,6 +52,7 @@ def run(argv: Sequence[str] | None) -> int:
     if a.seed > MAX_SEED - MAX_SEAM_SEEDS - 1:  # the fakes use seed + 1, the strips seed .. seed + seam_seeds
         raise AlisError(f"--seed must be at most {MAX_SEED - MAX_SEAM_SEEDS - 1}, got {a.seed}")
     device = _device(a.device)
+    a.checkpoint = resolve_checkpoint_arg(a.checkpoint)  # a model name -> its cached file
     G = alis_core.load_generator(a.checkpoint, device=device)
     from .data import prepare_dataset
     dataset = prepare_dataset(a.data, G.img_resolution, cache_dir=a.cache_dir)

@@ -329,12 +329,12 @@ def _scan_source(path: Path) -> _Source:
 
 
 def default_cache_dir() -> Path:
-    """Where prepared datasets go: $ALIS_CACHE_DIR, else the user cache folder."""
+    """Where prepared datasets go: $ALIS_CACHE_DIR, else datasets/ in the model cache (alis_core.hub)."""
     env = os.environ.get("ALIS_CACHE_DIR")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "alis-panoramas" / "datasets"
+    from alis_core.hub import cache_root
+    return cache_root() / "datasets"
 
 
 def _write_npy_stream(path: Path, chunks: Iterator[np.ndarray], frame_shape: tuple[int, ...]) -> int:

@@ -121,12 +121,13 @@ print(len(ids), hasattr(pack, "comfy_entrypoint"), "comfy" in sys.modules, "comf
 
 # --- Load ALIS Checkpoint ---------------------------------------------------------------------
 
-def test_load_checkpoint_lists_loads_and_reuses(G, tmp_path):
+def test_load_checkpoint_lists_loads_and_reuses(G, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIS_HOME", str(tmp_path / "empty-cache"))
     (tmp_path / "sub").mkdir()
     alis_core.save_generator(G, tmp_path / "sub" / "tiny.safetensors")
     (tmp_path / "notes.txt").write_text("not a checkpoint")
     names = loaders.checkpoint_names([tmp_path, tmp_path / "missing"])
-    assert names == [loaders.BUNDLED, "sub/tiny.safetensors"]
+    assert names == [loaders.BUNDLED, "lhq1024 (download)", "sub/tiny.safetensors"]
     m1 = loaders.load_named_checkpoint("sub/tiny.safetensors", "float32", folders=[tmp_path], device="cpu")
     m2 = loaders.load_named_checkpoint("sub/tiny.safetensors", "float32", folders=[tmp_path], device="cpu")
     assert m1 is m2  # no duplicate copy while the first is alive
@@ -551,7 +552,8 @@ def test_nan_weights_are_an_error_not_a_black_panorama(G):
         panorama.make_panorama(m, a)
 
 
-def test_symlinked_checkpoints_are_listed_and_loaded_alike(G, tmp_path):
+def test_symlinked_checkpoints_are_listed_and_loaded_alike(G, tmp_path, monkeypatch):
+    monkeypatch.setenv("ALIS_HOME", str(tmp_path / "empty-cache"))
     store, models = tmp_path / "store", tmp_path / "models"
     store.mkdir()
     models.mkdir()
@@ -562,8 +564,8 @@ def test_symlinked_checkpoints_are_listed_and_loaded_alike(G, tmp_path):
     except OSError:
         pytest.skip("no symlinks here")
     names = loaders.checkpoint_names([models])
-    assert names == [loaders.BUNDLED, "linked.safetensors"]  # the dangling link is not listed...
-    for name in names[1:]:  # ...and everything listed loads
+    assert names == [loaders.BUNDLED, "lhq1024 (download)", "linked.safetensors"]  # the dangling link is not listed...
+    for name in names[2:]:  # ...and every file listed loads
         assert loaders.load_named_checkpoint(name, folders=[models]).img_resolution == G.img_resolution
     with pytest.raises(ValueError, match="ckpt_name"):
         loaders.load_named_checkpoint("dangling.safetensors", folders=[models])
