@@ -3,7 +3,7 @@ first needed). bfloat16 values travel as their uint16 bit patterns: widening to 
 16-bit shift, narrowing rounds to nearest even as PyTorch does.
 
 Indices into arrays are kept provably non-negative (slices instead of `x[k - n]`): numba wraps
-negative indices around, and the test for that kept LLVM from vectorising a loop (6x slower).
+negative indices around, and the test for that kept LLVM from vectorising a loop.
 """
 from __future__ import annotations
 

@@ -515,7 +515,7 @@ def cmd_info(a) -> int:
 def _kernels_line(cfg) -> str:
     """Whether the optional compiled CPU kernels (alis_core.kernels) run this model."""
     from . import kernels
-    from .generator import _kernel_model
+    from .cpu.plan import kernel_model as _kernel_model
     if not _kernel_model(cfg):
         return "not used: a model this small renders as fast without them"
     if kernels.installed():

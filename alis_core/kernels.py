@@ -20,8 +20,9 @@ dominate), its oneDNN convolution fuses at most one activation, and its Winograd
   RGB, bias, clamp and the skip connection's upsample-and-add in one pass (`torgb_skip`: a dozen
   small PyTorch operations per block before, which cost more than their arithmetic).
 
-Which layers take them is decided in `generator.SynthesisLayer._forward_fused` (those of models
-large enough to pay for loading them: `generator.KERNEL_MIN_WORK`). Without numba, or with ALIS_KERNELS=0 in the environment, the
+Which layers take them is the render plan's choice (`alis_core.cpu.plan`: those of models large
+enough to pay for loading them, KERNEL_MIN_WORK), and `alis_core.cpu.fused` calls them. Without
+numba, or with ALIS_KERNELS=0 in the environment, the
 PyTorch path runs. numba compiles the kernels on their first use and caches them on disk (about 15-20 s
 once); loading them costs a process about half a second.
 """

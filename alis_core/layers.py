@@ -70,8 +70,7 @@ def lowpass2d(x: Tensor, pad: int, gain: float = 1.0, stride: int = 1) -> Tensor
     double backward of a grouped convolution (R1 and path-length regularisation differentiate
     gradients) one channel at a time, about 1000 convolutions per R1 pass of the default128 model,
     each a kernel launch on a GPU; pooling has no groups, and its derivatives are poolings again.
-    On the CPU the grouped convolution stays (pooled, default128 steps were no faster there: the same
-    in float32, 5% slower in bfloat16).
+    On the CPU the grouped convolution stays (pooled, training steps there were no faster).
     """
     if x.device.type in POOLED_LOWPASS_DEVICES and torch.is_grad_enabled() and x.requires_grad:
         if pad:
@@ -86,8 +85,8 @@ def upsample2d(x: Tensor) -> Tensor:
     """2x upsampling with the [1,3,3,1] filter: zero-insert, pad (2, 1), filter; per patch.
 
     Equals StyleGAN2's upfirdn2d.upsample2d; written as one depthwise transposed convolution. On the
-    CPU in channels-last memory: oneDNN's depthwise transposed convolution of an NCHW image took
-    18x as long (23 ms against 1.3 for the 3-channel skip image of a 1024 px frame).
+    CPU in channels-last memory: oneDNN's depthwise transposed convolution of an NCHW image (the
+    3-channel skip image) takes many times as long.
     """
     c = x.shape[1]
     if x.device.type == "cpu":
@@ -135,7 +134,7 @@ def winograd_weight(weight: Tensor, m: int = 4) -> Tensor:
     """A 3x3 convolution weight [O, I, 3, 3] in the Winograd domain of F(m x m, 3x3):
     [(m+2)^2, I, O]. G w G^T for every channel pair as one matrix product with kron(G, G), in the
     weight's precision (float32: 3e-8 relative, against 1e-5 for the convolution itself); a
-    float64 computation took 2-3x longer and its 80 MB temporaries slowed the first frame."""
+    float64 computation would be slower and its large temporaries would slow the first frame."""
     g = torch.tensor(_WINO[m][1], dtype=torch.float64)
     o, i, t = weight.shape[0], weight.shape[1], m + 2
     k = torch.kron(g, g).to(weight.device, weight.dtype)  # [(a, b), (k, l)]

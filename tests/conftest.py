@@ -14,8 +14,9 @@ from alis_testing import FIXTURES, make_tiny
 def _fresh_cpu_fallbacks(monkeypatch):
     """Each test starts with every CPU fast path on, whatever an earlier test made fail (a float16
     frame on a CPU without float16 convolutions, a kernel made to fail), and leaves none off."""
-    from alis_core import generator, kernels
-    monkeypatch.setattr(generator, "_FUSED_FAILED", set())
+    from alis_core import kernels
+    from alis_core.cpu import plan
+    monkeypatch.setattr(plan, "FAILED", set())
     monkeypatch.setattr(kernels, "_impl", kernels._impl)
 
 
@@ -23,11 +24,12 @@ def _fresh_cpu_fallbacks(monkeypatch):
 def bf16_path(request, monkeypatch) -> str:
     """Runs a test on each CPU path: PyTorch operations only, and with the compiled kernels
     (`alis_core.kernels`, numba; bfloat16 and float32) where they are installed (CI installs them)."""
-    from alis_core import generator, kernels
+    from alis_core import kernels
+    from alis_core.cpu import plan
     if request.param == "kernels":
         if not kernels.available():
             pytest.skip("numba (the `fast` extra) is not installed")
-        monkeypatch.setattr(generator, "KERNEL_MIN_WORK", 0)  # the small test models too
+        monkeypatch.setattr(plan, "KERNEL_MIN_WORK", 0)  # the small test models too
     else:
         monkeypatch.setattr(kernels, "_impl", False)
     return request.param

@@ -8,7 +8,7 @@ from alis_testing import make_tiny
 
 import alis_core
 from alis_core import AlisError
-from alis_core.generator import CONTEXT_MARGIN
+from alis_core.context import CONTEXT_MARGIN
 from alis_core.panorama import PanoramaPlan
 
 
@@ -32,8 +32,8 @@ def test_strips_with_context_equal_one_strip_over_everything(mode, noise, monkey
             pytest.skip("numba (the `fast` extra) is not installed")
         for name in ("KERNEL_MIN_WORK", "KERNEL_WINOGRAD_MIN_CHANNELS", "KERNEL_WINOGRAD_MIN_PIXELS",
                      "KERNEL_UPSAMPLING_MIN_PIXELS"):
-            monkeypatch.setattr(alis_core.generator, name, 0)
-        monkeypatch.setattr(alis_core.generator, "SMALL_DECONV_PIXELS", 10 ** 9)
+            monkeypatch.setattr(alis_core.cpu.plan, name, 0)
+        monkeypatch.setattr(alis_core.cpu.plan, "SMALL_DECONV_PIXELS", 10 ** 9)
         monkeypatch.setattr(alis_core.kernels, "WINOGRAD_CHUNK_BYTES", 1)  # one tile row per chunk
         monkeypatch.setattr(alis_core.kernels, "DECONV_CHUNK_BYTES", 1)  # one input row per chunk
         for name in ("conv3x3_winograd_f32", "deconv_up2_f32"):
@@ -48,13 +48,13 @@ def test_strips_with_context_equal_one_strip_over_everything(mode, noise, monkey
     if mode.startswith("winograd"):
         for m, name in ((4, "WINOGRAD"), (2, "WINOGRAD2")):
             on = 0 if mode == f"winograd{m}" else 10 ** 9
-            monkeypatch.setattr(alis_core.generator, name + "_MIN_CHANNELS", on)
-            monkeypatch.setattr(alis_core.generator, name + "_MIN_PIXELS", on)
+            monkeypatch.setattr(alis_core.cpu.plan, name + "_MIN_CHANNELS", on)
+            monkeypatch.setattr(alis_core.cpu.plan, name + "_MIN_PIXELS", on)
         monkeypatch.setattr(alis_core.layers, "WINOGRAD_CHUNK_TILES", 8)
         monkeypatch.setattr(alis_core.layers, "WINOGRAD_CHUNK_MIN_RATIO", 0)
-    winograd = alis_core.generator.conv3x3_winograd
+    winograd = alis_core.cpu.fused.conv3x3_winograd
     tiles = []
-    monkeypatch.setattr(alis_core.generator, "conv3x3_winograd",
+    monkeypatch.setattr(alis_core.cpu.fused, "conv3x3_winograd",
                         lambda x, ww, *a, **k: tiles.append(ww.shape[0]) or winograd(x, ww, *a, **k))
     G = make_tiny(5)
     G.fast = mode != "exact"

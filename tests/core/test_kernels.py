@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import alis_core
 from alis_core import kernels
-from alis_core.generator import CHANNELS_LAST, _conv_act
+from alis_core.context import CHANNELS_LAST
+from alis_core.cpu.fused import conv_act
 from alis_core.layers import _filter_2d
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba (the `fast` extra) is not installed")
@@ -118,7 +119,7 @@ def test_upsampling_layer_with_kernels_matches_the_pytorch_path(tiny_G, monkeypa
     """Whole bfloat16 frames: the kernels ran, and the frames agree to bfloat16 precision with the
     PyTorch path's (which rounds at other places: the noise inside oneDNN's convolution, every
     step of the upsampling layers)."""
-    monkeypatch.setattr(alis_core.generator, "KERNEL_MIN_WORK", 0)  # the tiny model too
+    monkeypatch.setattr(alis_core.cpu.plan, "KERNEL_MIN_WORK", 0)  # the tiny model too
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast, G.compute_dtype = True, BF16
     w = alis_core.sample_anchors(G, 3, seed=2)
@@ -217,7 +218,7 @@ def test_conv_act_leaves_the_kernels_a_channels_last_tensor():
     """What the fused path hands the kernels: oneDNN's outputs in channels-last memory (else the
     PyTorch path would silently run)."""
     x = _bf16_nhwc(torch.randn(1, 8, 6, 5))
-    y = _conv_act(x, _bf16_nhwc(torch.randn(16, 8, 2, 2)), None, (1, 1), act=False)
+    y = conv_act(x, _bf16_nhwc(torch.randn(16, 8, 2, 2)), None, (1, 1), act=False)
     assert kernels.enabled_for(y)
 
 
@@ -282,7 +283,7 @@ def test_float32_frames_with_kernels_match_the_pytorch_path(tiny_G, monkeypatch)
     """Every float32 layer the kernels can take (thresholds off) against the PyTorch path."""
     for name in ("KERNEL_MIN_WORK", "KERNEL_WINOGRAD_MIN_CHANNELS", "KERNEL_WINOGRAD_MIN_PIXELS",
                  "KERNEL_UPSAMPLING_MIN_PIXELS"):
-        monkeypatch.setattr(alis_core.generator, name, 0)
+        monkeypatch.setattr(alis_core.cpu.plan, name, 0)
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast = True
     w = alis_core.sample_anchors(G, 3, seed=2)
@@ -294,7 +295,7 @@ def test_float32_frames_with_kernels_match_the_pytorch_path(tiny_G, monkeypatch)
     frames = {}
     with torch.no_grad():
         for small_deconv in (10 ** 9, 0):  # products by matmul, or PyTorch's transposed convolution
-            monkeypatch.setattr(alis_core.generator, "SMALL_DECONV_PIXELS", small_deconv)
+            monkeypatch.setattr(alis_core.cpu.plan, "SMALL_DECONV_PIXELS", small_deconv)
             for path in ("kernels", "pytorch"):
                 monkeypatch.setattr(kernels, "_impl", impl if path == "kernels" else False)
                 frames[path, small_deconv] = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="const")
@@ -307,7 +308,7 @@ def test_float32_frames_with_kernels_match_the_pytorch_path(tiny_G, monkeypatch)
 def test_float16_frames_take_the_pytorch_path_beside_the_kernels(tiny_G, monkeypatch):
     """The kernels take bfloat16 and float32 only: a float16 model of their size renders through
     the PyTorch operations (to float16 precision of the float32 frame)."""
-    monkeypatch.setattr(alis_core.generator, "KERNEL_MIN_WORK", 0)
+    monkeypatch.setattr(alis_core.cpu.plan, "KERNEL_MIN_WORK", 0)
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast = True
     w = alis_core.sample_anchors(G, 3, seed=2)
@@ -331,7 +332,7 @@ def test_warm_up_loads_every_kernel(monkeypatch):
 def test_a_failing_kernel_switches_them_off_and_the_call_still_renders(tiny_G, monkeypatch):
     """A kernel that fails here (a numba or LLVM problem of this machine) costs a warning, not the
     render: the same call runs again on the PyTorch path, and the kernels stay off."""
-    monkeypatch.setattr(alis_core.generator, "KERNEL_MIN_WORK", 0)
+    monkeypatch.setattr(alis_core.cpu.plan, "KERNEL_MIN_WORK", 0)
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast, G.compute_dtype = True, BF16
     w = alis_core.sample_anchors(G, 3, seed=2)

@@ -300,7 +300,7 @@ def test_style_table_equals_every_layers_own_affine(tiny_G):
     syn = tiny_G.synthesis
     w = torch.randn(5, tiny_G.w_dim, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        wt, b, slices, (rgb_start, rgb_weight) = syn._style_table()
+        wt, b, slices, (rgb_start, rgb_weight) = alis_core.cpu.fused.style_table(syn)
         table = torch.addmm(b, w, wt)
         layers = [m for m in syn.modules() if hasattr(m, "affine")]
         assert len(layers) == len(slices) == 3 * len(tiny_G.config.block_resolutions)
@@ -310,7 +310,7 @@ def test_style_table_equals_every_layers_own_affine(tiny_G):
         rgb = [m for m in layers if hasattr(m, "weight_gain")]
         assert rgb_start == min(slices[id(m)].start for m in rgb)  # the toRGB layers' columns last
         assert torch.equal(rgb_weight, torch.cat([m.weight[:, :, 0, 0].t() for m in rgb]))
-        assert syn._style_table()[0] is wt  # cached while the weights stay
+        assert alis_core.cpu.fused.style_table(syn)[0] is wt  # cached while the weights stay
     G = copy.deepcopy(tiny_G)
     a = alis_core.sample_anchors(G, 3, seed=3)
     lb = torch.tensor([1])
@@ -359,7 +359,7 @@ def test_polyphase_upsampling_equals_transposed_convolution():
 @pytest.mark.parametrize("noise", ["none", "const"])
 def test_fast_and_bfloat16_paths_match_exact(tiny_G, context, noise, monkeypatch, bf16_path):
     """With and without patch context; bfloat16 with its activation passes in small row blocks."""
-    monkeypatch.setattr(alis_core.generator, "EPILOGUE_CHUNK_BYTES", 2048)
+    monkeypatch.setattr(alis_core.cpu.fused, "EPILOGUE_CHUNK_BYTES", 2048)
     a = alis_core.sample_anchors(tiny_G, 3, seed=1)
     exact = alis_core.panorama(tiny_G, a, wrap=True, context=context, noise_mode=noise)
     try:
@@ -385,13 +385,13 @@ def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype,
     small_deconv 0: every float32 transposed convolution through oneDNN instead of the matmul;
     winograd 4 or 2: every float32 3x3 convolution whose size allows it by Winograd F(4x4) or F(2x2)
     (never bfloat16); None: none by Winograd (the tiny model's layers are below both thresholds)."""
-    monkeypatch.setattr(alis_core.generator, "SMALL_DECONV_PIXELS", small_deconv)
-    monkeypatch.setattr(alis_core.generator, "KERNEL_WINOGRAD_MIN_CHANNELS", 10 ** 9)  # the compiled kernels'
+    monkeypatch.setattr(alis_core.cpu.plan, "SMALL_DECONV_PIXELS", small_deconv)
+    monkeypatch.setattr(alis_core.cpu.plan, "KERNEL_WINOGRAD_MIN_CHANNELS", 10 ** 9)  # the compiled kernels'
     # Winograd (tests/core/test_kernels.py) would take these layers whatever the PyTorch thresholds
     for m, name in ((4, "WINOGRAD"), (2, "WINOGRAD2")):
         on = 0 if winograd == m else 10 ** 9
-        monkeypatch.setattr(alis_core.generator, name + "_MIN_CHANNELS", on)
-        monkeypatch.setattr(alis_core.generator, name + "_MIN_PIXELS", on)
+        monkeypatch.setattr(alis_core.cpu.plan, name + "_MIN_CHANNELS", on)
+        monkeypatch.setattr(alis_core.cpu.plan, name + "_MIN_PIXELS", on)
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast, G.compute_dtype = True, dtype
     w = alis_core.sample_anchors(G, 3, seed=2)
@@ -413,28 +413,28 @@ def test_fused_cpu_inference_matches_the_unfused_fast_path(tiny_G, noise, dtype,
 def test_activation_in_row_blocks_equals_whole_passes(dtype, with_noise, monkeypatch):
     """The fused path's epilogue (noise, leaky ReLU, clamp) in blocks of rows of one image gives
     the same values, bit for bit, as whole-tensor passes, a shorter last block included."""
-    from alis_core import generator as gen
+    from alis_core.cpu import fused as gen
     from alis_core.layers import LRELU_GAIN
     g = torch.Generator().manual_seed(3)
     x = (300 * torch.randn(2, 8, 13, 5, generator=g)).to(dtype).contiguous(memory_format=torch.channels_last)
     noise = torch.randn(2, 1, 13, 5, generator=g).to(dtype) if with_noise else None
     monkeypatch.setattr(gen, "EPILOGUE_CHUNK_DTYPES", (dtype,))
     monkeypatch.setattr(gen, "EPILOGUE_CHUNK_BYTES", 1 << 40)
-    whole = gen._leaky_clamp_(x.clone(), 256.0, noise)
+    whole = gen.leaky_clamp_(x.clone(), 256.0, noise)
     monkeypatch.setattr(gen, "EPILOGUE_CHUNK_BYTES", 3 * 5 * 8 * x.element_size())  # blocks of 3 rows
-    blocks = gen._leaky_clamp_(x.clone(), 256.0, noise)
+    blocks = gen.leaky_clamp_(x.clone(), 256.0, noise)
     ref = x.float() + (0 if noise is None else noise.float() * LRELU_GAIN)
     ref = torch.nn.functional.leaky_relu(ref, 0.2).clamp(-256, 256)
     assert torch.equal(blocks, whole) and blocks.is_contiguous(memory_format=torch.channels_last)
     assert (blocks.float() - ref).abs().max() <= (2.0 if dtype == torch.bfloat16 else 1e-4)
     assert blocks.float().abs().max() == 256  # the clamp was reached
-    assert gen._leaky_clamp_(x.clone(), None, noise).float().abs().max() > 256  # ... and mattered
+    assert gen.leaky_clamp_(x.clone(), None, noise).float().abs().max() > 256  # ... and mattered
 
 
 def test_fused_bfloat16_frame_with_activation_blocks(tiny_G, monkeypatch):
     """A bfloat16 frame whose epilogues run in blocks of rows equals the one in whole passes
     (the PyTorch path: the compiled kernels run no such blocks)."""
-    from alis_core import generator as gen
+    from alis_core.cpu import fused as gen
     monkeypatch.setattr(alis_core.kernels, "_impl", False)
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast, G.compute_dtype = True, torch.bfloat16
@@ -462,40 +462,74 @@ def test_fused_path_falls_back_when_onednn_refuses(tiny_G, monkeypatch):
     def refuse(*args, **kwargs):
         raise RuntimeError("could not create a primitive")
 
-    monkeypatch.setattr(alis_core.generator, "_conv_act", refuse)
-    monkeypatch.setattr(alis_core.generator, "_HAS_FUSED_CONV", True)
+    monkeypatch.setattr(alis_core.cpu.fused, "conv_act", refuse)
+    monkeypatch.setattr(alis_core.cpu.plan, "HAS_FUSED_CONV", True)
     with torch.no_grad(), pytest.warns(RuntimeWarning, match="fused CPU path does not run float32"):
         out = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="random",
                       generator=torch.Generator().manual_seed(5))
-    assert alis_core.generator._FUSED_FAILED == {torch.float32}
+    assert alis_core.cpu.plan.FAILED == {("fused", torch.float32)}
     assert (out - plain).abs().max() <= 1e-5 * plain.abs().max()
+
+
+def test_the_render_plan_is_chosen_from_config_device_dtype_and_exactness(tiny_G):
+    """Reduced dtypes are always fast; GPUs render float32 in the official order whatever `fast`
+    says; the CPU engine runs only without gradients, on the CPU, where oneDNN fuses."""
+    from alis_core.cpu import plan as p
+    cfg = tiny_G.config
+    assert not p.choose_plan(cfg, "cpu", torch.float32, fast=True).fused  # gradients on: training
+    with torch.no_grad():
+        assert not p.choose_plan(cfg, "cpu", torch.float32).fast
+        assert p.choose_plan(cfg, "cpu", torch.float32, fast=True).fused == p.HAS_FUSED_CONV
+        assert p.choose_plan(cfg, "cpu", torch.bfloat16).fast
+        assert not p.choose_plan(cfg, "cuda", torch.float32, fast=True).fast
+        gpu = p.choose_plan(cfg, "cuda", torch.bfloat16)
+        assert gpu.fast and not gpu.fused and not gpu.kernels
+        assert not p.choose_plan(cfg, "cpu", torch.bfloat16).kernels  # the tiny model: too little work
+
+
+def test_running_out_of_memory_leaves_the_fused_path_on(tiny_G, monkeypatch):
+    """Running out of memory is no operator this CPU lacks: the error reaches the caller, and no
+    dtype leaves the fused path for it."""
+    if not alis_core.cpu.plan.HAS_FUSED_CONV:
+        pytest.skip("this PyTorch build has no fused oneDNN convolution")
+    G = copy.deepcopy(tiny_G).requires_grad_(False)
+    G.fast = True
+    w = alis_core.sample_anchors(G, 3, seed=2)
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CPU out of memory")
+
+    monkeypatch.setattr(alis_core.cpu.fused, "conv_act", out_of_memory)
+    with torch.no_grad(), pytest.raises(torch.OutOfMemoryError):
+        G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]))
+    assert not alis_core.cpu.plan.FAILED
 
 
 def _fused_calls(monkeypatch) -> list:
     """Spies on the fused path's convolution: the dtypes of the calls it makes."""
-    gen = alis_core.generator
-    conv, calls = gen._conv_act, []
-    monkeypatch.setattr(gen, "_conv_act", lambda x, *a, **k: calls.append(x.dtype) or conv(x, *a, **k))
+    gen = alis_core.cpu.fused
+    conv, calls = gen.conv_act, []
+    monkeypatch.setattr(gen, "conv_act", lambda x, *a, **k: calls.append(x.dtype) or conv(x, *a, **k))
     return calls
 
 
 def test_a_dtype_the_fused_path_refuses_leaves_the_other_dtypes_on_it(tiny_G, monkeypatch):
     """One warning, and only that dtype leaves the fused path: float32 and bfloat16 frames rendered
     after a float16 frame failed in it still take it (on any CPU: the failure is forced here)."""
-    gen = alis_core.generator
-    if not gen._HAS_FUSED_CONV:
+    gen, plan = alis_core.cpu.fused, alis_core.cpu.plan
+    if not plan.HAS_FUSED_CONV:
         pytest.skip("this PyTorch build has no fused oneDNN convolution")
     G = copy.deepcopy(tiny_G).requires_grad_(False)
     G.fast = True
     w = alis_core.sample_anchors(G, 3, seed=2)
-    conv = gen._conv_act
+    conv = gen.conv_act
 
     def no_float16(x, *args, **kwargs):
         if x.dtype == torch.float16:
             raise RuntimeError("fp16 path needs the cpu support avx_ne_convert or avx512_fp16")
         return conv(x, *args, **kwargs)
 
-    monkeypatch.setattr(gen, "_conv_act", no_float16)
+    monkeypatch.setattr(gen, "conv_act", no_float16)
     calls = _fused_calls(monkeypatch)
     with torch.no_grad():
         G.compute_dtype = torch.float16
@@ -509,16 +543,16 @@ def test_a_dtype_the_fused_path_refuses_leaves_the_other_dtypes_on_it(tiny_G, mo
             calls.clear()
             G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]))
             assert calls and set(calls) == {dtype}, (dtype, calls)
-    assert gen._FUSED_FAILED == {torch.float16}
+    assert plan.FAILED == {("fused", torch.float16)}
 
 
 def test_a_real_float16_frame_on_a_cpu_without_float16_keeps_float32_fused(tiny_G, monkeypatch):
     """The same on this CPU's own oneDNN, unforced: needs a CPU whose oneDNN refuses float16
     convolutions (no avx512_fp16 or avx_ne_convert, e.g. AMD EPYC before Zen 5); skipped elsewhere."""
-    gen = alis_core.generator
+    gen = alis_core.cpu.fused
     x = torch.zeros(1, 8, 4, 4, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
     try:
-        gen._conv_act(x, torch.zeros(8, 8, 3, 3, dtype=torch.float16), None, 1)
+        gen.conv_act(x, torch.zeros(8, 8, 3, 3, dtype=torch.float16), None, 1)
     except RuntimeError:
         pass
     else:
