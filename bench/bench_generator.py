@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -29,11 +28,13 @@ MALLOC_TUNED = alis_core.entry.tune_process_memory()  # before torch, as the `al
 import torch  # noqa: E402
 from alis_core import Generator, GeneratorConfig  # noqa: E402
 from alis_core.layers import logarithmic_basis  # noqa: E402
+from machine import cpu_name  # noqa: E402  (bench/machine.py)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # name -> (dtype, fast): "exact" keeps the official order of float32 operations (parity 1e-4)
 MODES = {"float32-exact": (torch.float32, False), "float32": (torch.float32, True), "bfloat16": (torch.bfloat16, True),
-         "bfloat16-pytorch": (torch.bfloat16, True), "float32-pytorch": (torch.float32, True)}
+         "bfloat16-pytorch": (torch.bfloat16, True), "float32-pytorch": (torch.float32, True),
+         "float16": (torch.float16, True)}
 DEFAULT_MODES = "float32-exact,float32,bfloat16,bfloat16-pytorch"
 PYTORCH_ONLY = {"bfloat16-pytorch", "float32-pytorch"}  # without the compiled kernels (alis_core.kernels)
 
@@ -146,16 +147,6 @@ def _time_panorama(G: Generator, mode: str, anchors: int, batch: int, context: b
     return dt / (pano.shape[2] / G.img_resolution)  # seconds per frame-equivalent
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def memory_child(width: int, res: int, context: int) -> None:
     """Run in a subprocess: stream a panorama of `width` px and report the peak RSS."""
     from alis_testing import randomize
@@ -183,6 +174,26 @@ def peak_rss_mib() -> float:
     return peak / 2 ** 20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB elsewhere
 
 
+def after_float16(res: int, device: torch.device, repeats: int) -> None:
+    """float32 and bfloat16 frames, then one float16 frame, then the same frames again."""
+    import warnings
+    G = random_generator(res, device=device)
+    modes = ("float32", "bfloat16")
+    before = {m: time_frames(G, m, repeats)[0] for m in modes}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t16 = time_frames(G, "float16", 1)[0]
+    refused = [str(w.message) for w in caught if "fused CPU path" in str(w.message)]
+    after = {m: time_frames(G, m, repeats)[0] for m in modes}
+    print()
+    print(f"float16 frame: {t16:.3f} s ({'fused path refused it: ' + refused[0] if refused else 'fused path ran it'})")
+    print()
+    print(f"| {res} px frame | before a float16 frame (s) | after (s) | after / before |")
+    print("|---|---|---|---|")
+    for m in modes:
+        print(f"| {m} | {before[m]:.3f} | {after[m]:.3f} | {after[m] / before[m]:.2f} |", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="256,1024")
@@ -194,6 +205,9 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4, help="patches per forward pass in panoramas (default 4)")
     ap.add_argument("--panorama", action="store_true", help="also time whole wrapped panoramas")
     ap.add_argument("--memory", action="store_true", help="peak memory of streamed panoramas")
+    ap.add_argument("--after-float16", action="store_true",
+                    help="float32 and bfloat16 frames of the first size before and after a float16 frame (on CPUs "
+                         "whose oneDNN refuses float16, that frame leaves the fused path for float16 only)")
     ap.add_argument("--memory-child", nargs=3, type=int, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.memory_child:
@@ -228,6 +242,8 @@ def main() -> None:
                     what = "with patch context" if context else "patches apart"
                     print(f"| {res} panorama (wrap, 3 anchors, batch {a.batch}, {what}) | {name} | {tp:.3f} per frame | "
                           f"{res * res / tp / 1e6:.2f} | {flops / tp / 1e9:.0f} | | | |", flush=True)
+    if a.after_float16:
+        after_float16(int(a.sizes.split(",")[0]), device, a.repeats)
     if a.memory:
         print()
         print("| panorama width | frame | peak RSS (MiB), patches apart | with patch context |")

@@ -11,7 +11,6 @@ warm-up, wall clock and process CPU time (on a shared machine the CPU time says 
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -23,18 +22,9 @@ import alis_core  # noqa: E402,F401  (before torch: it turns on huge-page alloca
 import torch  # noqa: E402
 from alis_core.sky import complete_sky  # noqa: E402
 from training.synthetic import render_panorama  # noqa: E402
+from machine import cpu_name  # noqa: E402  (bench/machine.py)
 
 STRIPS = {"bundled 6 anchors": (128, 1536), "LHQ1024 4 anchors": (1024, 4096)}
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def strip(h: int, w: int) -> torch.Tensor:
