@@ -25,7 +25,8 @@ def test_manifest_has_the_extension_fields():
         assert m[key].strip()
     assert not m["tagline"].endswith(".") and len(m["tagline"]) <= 64
     # every permission has a short reason, as Blender asks
-    assert m["permissions"] == {"files": "Read checkpoints and write generated sky images"}
+    assert m["permissions"] == {"files": "Read checkpoints and write generated sky images",
+                                "network": "Download models and the backend's packages on a button press"}
 
 
 def test_package_uses_relative_imports_and_no_bl_info():

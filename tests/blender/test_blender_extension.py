@@ -417,11 +417,15 @@ class FakeWindowManager:
         self.log.append("progress_end")
 
 
-def _interactive(bpy):
-    """(operator stand-in, context) to drive the Generate operator's modal path without a UI."""
-    cls = bpy.types.ALIS_OT_generate_world
-    methods = {k: v for k, v in vars(cls).items() if isinstance(v, types.FunctionType)}
-    op = type("GenerateStandIn", (), methods)()
+def _interactive(bpy, idname="ALIS_OT_generate_world", **props):
+    """(operator stand-in, context) to drive a job operator's modal path without a UI."""
+    cls = getattr(bpy.types, idname)
+    methods = {}
+    for base in reversed(cls.__mro__):  # the operator's own methods and its JobOperator mixin's, not bpy's
+        if base.__module__.startswith(cls.__module__.rsplit(".", 1)[0]):
+            methods.update({k: v for k, v in vars(base).items()
+                            if isinstance(v, types.FunctionType) or (k.startswith("_") and not k.startswith("__"))})
+    op = type("OperatorStandIn", (), {**methods, **props})()
     op.reports = []
     op.report = lambda level, message: op.reports.append((set(level), message))
     status = bpy.context.window_manager.alis_sky_status
