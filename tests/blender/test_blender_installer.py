@@ -140,10 +140,12 @@ def test_setup_job_cancel_terminates_the_running_step(tmp_path):
     marker = tmp_path / "second_ran"
     steps = [installer.Step("Slow", _py("import time; print('start', flush=True); time.sleep(60)")),
              installer.Step("Never", _py(f"open({str(marker)!r}, 'w')"))]
-    job = installer.SetupJob(steps, str(tmp_path / "setup.log"), "")
+    log = tmp_path / "setup.log"
+    job = installer.SetupJob(steps, str(log), "")
     deadline = time.monotonic() + 30
-    while "start" not in (tmp_path / "setup.log").read_text() and time.monotonic() < deadline:
+    while not (log.is_file() and "start" in log.read_text()) and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert "start" in log.read_text()
     started = time.monotonic()
     job.cancel()
     assert job.wait(30) == backend.CANCELLED and time.monotonic() - started < 10
