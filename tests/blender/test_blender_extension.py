@@ -307,7 +307,7 @@ class FakeLayout:
         self.enabled = self.active = True
 
     def _child(self, *args, **kwargs):
-        child = FakeLayout(self._bpy, self.calls)
+        child = type(self)(self._bpy, self.calls)
         self.calls.append(("layout", child))
         return child
 
