@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 import threading
 from typing import Callable
 
@@ -168,6 +169,12 @@ def subprocess_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def neutral_cwd() -> str:
+    """The folder backend children run in: `python -m` and `-c` put their working folder first on sys.path,
+    so Blender's own (a checkout, say) could shadow the backend's installed alis_core."""
+    return tempfile.gettempdir()
+
+
 def check_python(python: str, timeout: float = 120.0) -> str:
     """Run `<python> -c 'import alis_core, torch'`; return a one-line description or raise BackendError."""
     if not python:
@@ -178,7 +185,7 @@ def check_python(python: str, timeout: float = 120.0) -> str:
     try:
         out = subprocess.run(
             [python, "-c", code], capture_output=True, text=True, timeout=timeout, env=subprocess_env(),
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0), cwd=neutral_cwd(),
         )
     except (OSError, subprocess.TimeoutExpired) as ex:
         raise BackendError(f"backend Python {python!r} could not run: {ex}") from None
@@ -296,7 +303,7 @@ class SubprocessJob(Job):
                 text=True,
                 bufsize=1,
                 env=subprocess_env(env),
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0), cwd=neutral_cwd(),
             )
         except OSError as ex:
             self._proc = None
@@ -432,7 +439,8 @@ def list_models(python: str, timeout: float = 60.0) -> tuple[str, list[dict]]:
     """Ask the backend Python for its models; raise BackendError with the backend's last error line."""
     try:
         out = subprocess.run(build_models_command(python), capture_output=True, text=True, timeout=timeout,
-                             env=subprocess_env(), creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+                             env=subprocess_env(), creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+                             cwd=neutral_cwd())
     except (OSError, subprocess.TimeoutExpired) as ex:
         raise BackendError(f"backend Python {python!r} could not run: {ex}") from None
     if out.returncode != 0:

@@ -175,7 +175,7 @@ class SetupJob(backend.Job):
             proc = subprocess.Popen(step.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
                                     env=backend.subprocess_env(),
-                                    creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))
+                                    creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0), cwd=backend.neutral_cwd())
         except OSError as ex:
             return [f"error: could not start {step.argv[0]!r}: {ex.strerror or ex}"]
         with self._lock:

@@ -131,11 +131,11 @@ def checkpoint_choice(context, settings) -> tuple[str, str]:
     """
     model = settings.model.strip()
     if model:
-        return bpy.path.abspath(model) if backend.looks_like_path(model) else model, \
+        return os.path.abspath(bpy.path.abspath(model)) if backend.looks_like_path(model) else model, \
             "the World's ALIS Sky panel (Model)"
     value = _prefs(context).checkpoint.strip()
     if value and backend.looks_like_path(value):
-        value = bpy.path.abspath(value)
+        value = os.path.abspath(bpy.path.abspath(value))  # the backend runs in another folder
     return value, "the ALIS Sky preferences (Checkpoint)"
 
 
