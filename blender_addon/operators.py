@@ -383,6 +383,8 @@ class ALIS_OT_setup_backend(JobOperator, bpy.types.Operator):
 
     def _finish(self, context, job: backend.Job) -> set[str]:
         prefs = get_preferences(context)
+        if prefs is not None:
+            prefs.setup_result = job.message  # stays in the preferences: the one line that says what failed
         if job.state == backend.DONE and prefs is not None:
             prefs.python_path = job.python
             if prefs.backend == "IN_PROCESS":

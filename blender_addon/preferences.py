@@ -138,6 +138,7 @@ class ALIS_AddonPreferences(bpy.types.AddonPreferences):
         name="Base Python", subtype="FILE_PATH", default="",
         description="The Python that Set Up Backend makes the environment from; empty = Blender's own Python",
     )
+    setup_result: bpy.props.StringProperty(name="Setup Result", default="", options={"SKIP_SAVE"})
     download_url: bpy.props.StringProperty(
         name="URL", default="", options={"SKIP_SAVE"},
         description="An http(s) URL of an official .pkl or a .safetensors checkpoint to download into the cache",
@@ -168,10 +169,10 @@ class ALIS_AddonPreferences(bpy.types.AddonPreferences):
             draw_backend_help(box, problem)
         if self.check_result:
             box.label(text=self.check_result, icon="INFO")
-        self.draw_setup(layout.box())
+        self.draw_setup(layout.box(), context)
         self.draw_models(layout.box(), problem)
 
-    def draw_setup(self, box) -> None:
+    def draw_setup(self, box, context) -> None:
         """Set Up Backend: the torch build, the base Python, the button, the log."""
         box.label(text="Set Up Backend", icon="CONSOLE")
         col = box.column(align=True)
@@ -189,9 +190,12 @@ class ALIS_AddonPreferences(bpy.types.AddonPreferences):
             box.label(text=OFFLINE_TEXT, icon="INFO")
         _, log_path = setup_paths(create=False)
         box.label(text=f"Log: {log_path}")
-        status = bpy.context.window_manager.alis_sky_status
-        if status.running or status.text:
-            box.label(text=status.text or "Starting...", icon="TIME" if status.running else "INFO")
+        status = context.window_manager.alis_sky_status
+        if status.running:
+            box.label(text=status.text or "Starting...", icon="TIME")
+        elif self.setup_result:
+            ok = self.setup_result.startswith("Backend ready")
+            box.label(text=self.setup_result, icon="CHECKMARK" if ok else "ERROR")
 
     def draw_models(self, box, problem) -> None:
         """The models of the backend's cache, a Download button for each known one not cached yet."""

@@ -385,8 +385,11 @@ def test_world_panel_draws_every_control_and_explains_a_missing_backend(bpy, add
 def test_preferences_draw_every_setting(bpy, addon_prefs):
     calls = _draw(bpy, type(addon_prefs), addon_prefs, bpy.context)
     props = {c[1] for c in calls if c[0] == "prop"}
-    assert {"backend", "python_path", "checkpoint", "device", "output_dir"} <= props
-    assert "alis.check_backend" in {c[1] for c in calls if c[0] == "operator"}
+    assert {"backend", "python_path", "checkpoint", "device", "output_dir", "torch_build", "setup_python",
+            "download_url", "download_name"} <= props
+    assert {"alis.check_backend", "alis.setup_backend", "alis.open_setup_log", "alis.refresh_models",
+            "alis.download_model"} <= {c[1] for c in calls if c[0] == "operator"}
+    assert "setup.log" in _texts(calls)  # where the log is
 
 
 class FakeWindowManager:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from blender_addon import installer
-from test_blender_extension import _module, assert_sky_wiring
+from test_blender_extension import _draw, _module, assert_sky_wiring
 
 
 def _local_torch_wheel() -> bool:
@@ -74,3 +74,27 @@ def test_set_up_backend_makes_a_venv_that_generates(
         system.use_online_access = saved_online
         addon_prefs.torch_build = saved_build
         shutil.rmtree(backend_dir, ignore_errors=True)  # a gigabyte of torch
+
+
+def test_set_up_backend_failure_is_one_line_and_keeps_the_backend_python(
+        bpy, alis_extension, addon_prefs, tmp_path):
+    system = bpy.context.preferences.system
+    saved_online, saved_base = system.use_online_access, addon_prefs.setup_python
+    system.use_online_access = True
+    prefs_mod = _module(alis_extension, "preferences")
+    venv_dir, log_path = prefs_mod.setup_paths()
+    try:
+        addon_prefs.python_path = "/kept/python"
+        addon_prefs.setup_python = str(tmp_path / "no_such_python")
+        with pytest.raises(RuntimeError, match="Creating the backend's virtual environment failed: could not start"):
+            bpy.ops.alis.setup_backend()
+        assert addon_prefs.python_path == "/kept/python"
+        assert addon_prefs.setup_result.startswith("Setup failed: Creating the backend's virtual environment failed")
+        assert log_path in addon_prefs.setup_result and os.path.isfile(log_path)
+        assert bpy.ops.alis.open_setup_log.poll()  # the log is there to open
+        calls = _draw(bpy, type(addon_prefs), addon_prefs, bpy.context)
+        assert ("label", addon_prefs.setup_result) in [(c[0], c[1]) for c in calls]
+    finally:
+        system.use_online_access = saved_online
+        addon_prefs.setup_python, addon_prefs.setup_result = saved_base, ""
+        shutil.rmtree(os.path.dirname(venv_dir), ignore_errors=True)
