@@ -13,6 +13,10 @@ except ImportError:  # used straight from custom_nodes/: the library sits next t
 
 from .nodes import NODE_SPECS  # noqa: E402
 
+# ComfyUI serves this folder at /extensions/<pack>/ and loads its .js files: the ALIS Preview 360
+# extension (comfyui/preview360.js) and the vendored three.js it imports (three/).
+WEB_DIRECTORY = "./alis_core/web"
+
 try:
     import comfy_api.latest  # noqa: F401
 except ImportError:

@@ -1,4 +1,4 @@
-"""The `alis` command line: generate, info, convert (and train / eval from the trainer package)."""
+"""The `alis` command line: generate, info, convert, export, view (and train / eval from the trainer package)."""
 from __future__ import annotations
 
 import argparse
@@ -182,6 +182,7 @@ def _add_generate(sub) -> None:
     p.add_argument("--exposure", type=float, default=0.0,
                    help="EV: float skies (.exr/.hdr) hold radiance x 2^-EV; 8-bit ones are tone-mapped (default 0)")
     p.add_argument("--face-size", type=int, default=None, help="cube face size (default: equirect height / 2)")
+    _export().add_generate_options(p)  # --layout, --target
     p.add_argument("--tiles", default=None, help="folder to stream the panorama into as tiles + index.json")
     p.add_argument("--force", action="store_true",
                    help="replace existing files that are not outputs of this kind (and another panorama's tiles)")
@@ -240,11 +241,9 @@ def _check_generate_options(a) -> None:
         outputs.check_image_path(a.equirect, a.bits, "--equirect")
         outputs.check_replaceable(a.equirect, "image", a.force, "--equirect")
         outputs.check_replaceable(sky_json_path(a.equirect), "sky", a.force, "--equirect's sky.json")
+    _export().check_generate_cubemap(a)  # --cubemap, --layout, --target
     if a.cubemap:
-        folder = outputs.check_folder(a.cubemap, "--cubemap folder")
-        for name in _cubemap_files():
-            outputs.check_replaceable(folder / name, "image", a.force, "--cubemap file")
-        outputs.check_replaceable(folder / "sky.json", "sky", a.force, "--cubemap's sky.json")
+        outputs.check_replaceable(Path(a.cubemap) / "sky.json", "sky", a.force, "--cubemap's sky.json")
     if a.tiles:
         outputs.check_folder(a.tiles, "--tiles folder")
     paths = [Path(p).resolve() for p in (a.out, a.equirect) if p]
@@ -252,9 +251,9 @@ def _check_generate_options(a) -> None:
         raise AlisError(f"--out and --equirect name the same file {a.out}; give each its own name")
 
 
-def _cubemap_files() -> list[str]:
-    from .projection import CUBE_FACE_FILES
-    return [f"{name}.png" for name in CUBE_FACE_FILES] + ["cross.png"]
+def _export():
+    from . import export
+    return export
 
 
 def _check_geometry(a, G, k: int, wrap: bool) -> int:
@@ -364,7 +363,6 @@ def cmd_generate(a) -> int:
 def _write_sky(a, strip01, meta: dict, scene_seeds: list[int], noise_seed: int) -> list[str]:
     """The full-sphere sky (alis_core.sky) as --equirect and --cubemap files, each with its sky.json."""
     from .image import save_image, save_radiance
-    from .projection import cubemap_layout, equirect_to_cubemap
     from .sky import complete_sky, tone_map, write_sky_json
 
     hdr, info = complete_sky(strip01, horizon=a.horizon, strip_scale=a.strip_scale, sky=a.sky, sun=a.sun_value,
@@ -380,13 +378,8 @@ def _write_sky(a, strip01, meta: dict, scene_seeds: list[int], noise_seed: int) 
         else:
             written.append(str(save_image(a.equirect, eq, bits=a.bits, text=meta)))
         written.append(str(write_sky_json(a.equirect, info, model=model, seeds=scene_seeds, force=a.force)))
-    if a.cubemap:
-        face = a.face_size or eq.shape[1] // 2
-        faces = equirect_to_cubemap(eq, face).clamp(0, 1)
-        files = _cubemap_files()
-        for name, f in zip(files, faces):
-            written.append(str(save_image(Path(a.cubemap) / name, f, bits=a.bits)))
-        written.append(str(save_image(Path(a.cubemap) / files[-1], cubemap_layout(faces, "cross"), bits=a.bits)))
+    if a.cubemap:  # the --layout, or the --target preset (its README gives the sun as that engine's light)
+        written += _export().write_generate_cubemap(a, eq, hdr, info.to_dict(model, scene_seeds))
         written.append(str(write_sky_json(Path(a.cubemap) / "sky.json", info, model=model, seeds=scene_seeds,
                                           force=a.force)))
     if info.sun is not None:
@@ -626,6 +619,58 @@ def _delegate(module: str, argv: list[str]) -> int:
     return int(mod.main(argv) or 0)
 
 
+# ---------------------------------------------------------------------------------------------
+# alis export / view
+
+def _add_export_view(sub) -> None:
+    from .options import CUBEMAP_LAYOUTS, EXPORT_TARGETS
+    p = sub.add_parser("export", help="write an equirect sky for a game engine (docs/ENGINES.md)",
+                       description="Write an existing 2:1 equirect (.png, .exr, .hdr; its sky JSON if beside it) "
+                                   "in the layout, names and formats an engine imports.")
+    p.add_argument("sky", help="equirect image (.png/.jpg/.webp sRGB, .exr/.hdr linear) or a cube-map folder")
+    p.add_argument("--target", default=None, help=f"engine preset: {', '.join(EXPORT_TARGETS)}")
+    p.add_argument("--layout", default=None, help=f"instead of --target: {', '.join(CUBEMAP_LAYOUTS)}")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--face-size", type=int, default=None, help="cube face size (default: equirect height / 2)")
+    p.add_argument("--force", action="store_true", help="replace files that are not outputs of this kind")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("view", help="look around a sky in the browser (three.js, local)",
+                       description="Open a 360° view of an equirect (.png, .exr, .hdr) or a cube-map folder: "
+                                   "served from 127.0.0.1, or written as one HTML file with --export.")
+    p.add_argument("sky", help="equirect image or cube-map folder")
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--no-browser", action="store_true", help="only serve; open the printed URL yourself")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="write DIR/<name>.html, one self-contained page that works opened from disk")
+    p.add_argument("--force", action="store_true", help="replace a file that is not a viewer page")
+    p.set_defaults(func=cmd_view)
+
+
+def cmd_export(a) -> int:
+    from . import export
+    if (a.target is None) == (a.layout is None):
+        raise AlisError("give one of --target (an engine preset) or --layout (a cube-map layout)")
+    if a.face_size is not None and not 1 <= a.face_size <= 16384:
+        raise AlisError(f"--face-size must be within 1..16384, got {a.face_size}")
+    if a.target is not None:
+        _report(export.export_sky(a.sky, a.out, a.target, a.face_size, a.force))
+        return 0
+    export.check_outputs(a.out, export.layout_files(a.layout), a.force, "--out")
+    sky = export.load_sky(a.sky)
+    _report(export.write_layout(sky.display01, a.out, a.layout, a.face_size))
+    return 0
+
+
+def cmd_view(a) -> int:
+    from .viewer import view
+    if not 0 <= a.port <= 65535:
+        raise AlisError(f"--port must be within 0..65535, got {a.port}")
+    out = view(a.sky, a.port, not a.no_browser, a.export, a.force, announce=lambda m: print(m, flush=True))
+    if out is not None:
+        _report([str(out)])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="alis", description="ALIS panoramas: infinite, seamlessly wrapping landscapes.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
@@ -634,6 +679,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_convert(sub)
     _add_download(sub)
     _add_models(sub)
+    _add_export_view(sub)
     sub.add_parser("train", help="train or fine-tune a checkpoint (see docs/TRAINING.md)", add_help=False)
     sub.add_parser("eval", help="measure SWD, infinite SWD and seam scores of a checkpoint", add_help=False)
     return parser

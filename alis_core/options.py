@@ -136,3 +136,11 @@ def parse_sun(value, option: str = "--sun"):
     az = check_float(parts[0], f"{option} azimuth", -360.0, 360.0)
     el = check_float(parts[1], f"{option} elevation", -90.0, 90.0)
     return az, el
+
+
+# Cube-map layouts (alis_core.export): today's six face files + the horizontal cross (the default),
+# the faces alone, the cross alone, and single-image grids and strips (NxM = N columns by M rows,
+# faces +X, -X, +Y, -Y, +Z, -Z row by row).
+CUBEMAP_LAYOUTS = ("faces+cross", "faces", "cross", "3x2", "2x3", "6x1", "1x6")
+# Game engines with an export preset (alis_core.export.PRESETS; docs/ENGINES.md).
+EXPORT_TARGETS = ("unity", "unreal", "godot", "threejs", "babylon")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import random
+import string
 
 import comfy.model_management as mm
 import comfy.utils
@@ -14,7 +16,7 @@ import folder_paths
 from comfy.cli_args import args
 from comfy_api.latest import ComfyExtension, io, ui
 
-from . import anchors, loaders, panorama, skybox
+from . import anchors, loaders, panorama, preview, skybox
 from .spec import ALIS_ANCHORS, ALIS_MODEL, ALIS_SKY, NodeSpec, Param
 
 MODEL_FOLDER = "alis"  # models/alis/, plus any "alis:" entries of extra_model_paths.yaml
@@ -175,6 +177,18 @@ class ALISScrollFrames(io.ComfyNode):
         return io.NodeOutput(panorama.scroll_frames(image, **options))
 
 
+class ALISPreview360(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema_from_spec(preview.PREVIEW)
+
+    @classmethod
+    def execute(cls, image) -> io.NodeOutput:
+        suffix = "_temp_" + "".join(random.choices(string.ascii_lowercase, k=5))  # as PreviewImage does
+        return io.NodeOutput(ui=preview.preview_360(image, output_dir=folder_paths.get_temp_directory(),
+                                                    suffix=suffix, save_path=folder_paths.get_save_image_path))
+
+
 class ALISSaveSkybox(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -192,7 +206,7 @@ class ALISSaveSkybox(io.ComfyNode):
 
 NODES: list[type[io.ComfyNode]] = [
     ALISLoadCheckpoint, ALISAnchors, ALISJoinAnchors, ALISPanorama, ALISPanoramaToEquirect,
-    ALISEquirectToCubemap, ALISSeamCheck, ALISScrollFrames, ALISSaveSkybox,
+    ALISEquirectToCubemap, ALISSeamCheck, ALISScrollFrames, ALISPreview360, ALISSaveSkybox,
 ]
 
 

@@ -55,3 +55,10 @@ def test_alis_command_goes_through_the_tuning_entry(wheel):
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     lines = [line.replace(" ", "") for line in wheel.read(entry_points).decode().splitlines()]
     assert "alis=alis_core.entry:main" in lines
+
+
+def test_wheel_carries_the_viewer_and_vendored_three(wheel):
+    names = set(wheel.namelist())
+    web = ROOT / "alis_core" / "web"
+    shipped = {f"alis_core/{p.relative_to(ROOT / 'alis_core').as_posix()}" for p in web.rglob("*") if p.is_file()}
+    assert shipped and shipped <= names, sorted(shipped - names)
