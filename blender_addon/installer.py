@@ -192,8 +192,8 @@ class SetupJob(backend.Job):
             self._proc = None
         if rc == 0 or self._cancel.is_set():
             return None
-        return [*self._last_output, f"error: exit code {rc}"] if not any(
-            line.strip() for line in self._last_output) else list(self._last_output)
+        lines = list(self._last_output)
+        return lines if any(line.strip() for line in lines) else [f"error: exit code {rc} and no output"]
 
     def wait(self, timeout: float | None = None) -> str:
         self._thread.join(timeout)

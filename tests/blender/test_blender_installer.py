@@ -51,12 +51,13 @@ def test_models_come_from_the_backends_hub(tmp_path, monkeypatch):
 
 
 def test_list_models_names_a_backend_without_alis_core(tmp_path):
+    if os.name != "posix":
+        pytest.skip("the stand-in Python is a shell script")
     fake = tmp_path / "python"
     fake.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'alis_core'\" >&2\nexit 1\n")
     fake.chmod(0o755)
-    if os.name != "posix":
-        pytest.skip("the stand-in Python is a shell script")
-    with pytest.raises(backend.BackendError, match=r"cannot list models \(ModuleNotFoundError: No module named 'alis_core'\)"):
+    with pytest.raises(backend.BackendError,
+                       match=r"cannot list models \(ModuleNotFoundError: No module named 'alis_core'\)"):
         backend.list_models(str(fake))
 
 
