@@ -125,7 +125,7 @@ class ALIS_WorldSettings(bpy.types.PropertyGroup):
             sun_azimuth_deg=round(math.degrees(self.sun_azimuth), 4),
             sun_elevation_deg=round(math.degrees(self.sun_elevation), 4),
             sun_lamp=self.sun_lamp, exposure=round(self.exposure, 4),
-            rotation=self.rotation, strength=self.strength,
+            rotation=self.rotation, strength=self.strength, model=self.model,
         )
 
 
