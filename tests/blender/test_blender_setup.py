@@ -10,6 +10,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -19,9 +20,16 @@ from test_blender_extension import _draw, _module, assert_sky_wiring
 
 
 def _local_torch_wheel() -> bool:
-    folders = [f for f in os.environ.get("PIP_FIND_LINKS", "").split() if f] + ["/opt/wheels"]
+    """Whether pip's find-links folders (PIP_FIND_LINKS, or pip's configuration) hold the torch wheel."""
+    folders = os.environ.get("PIP_FIND_LINKS", "").split()
+    try:
+        out = subprocess.run([sys.executable, "-m", "pip", "config", "get", "global.find-links"],
+                             capture_output=True, text=True, timeout=60)
+        folders += out.stdout.split() if out.returncode == 0 else []
+    except (OSError, subprocess.TimeoutExpired):
+        pass
     pattern = f"torch-{installer.TORCH_VERSION}*.whl"
-    return any(glob.glob(os.path.join(folder, pattern)) for folder in folders)
+    return any(glob.glob(os.path.join(folder, pattern)) for folder in folders if os.path.isdir(folder))
 
 
 @pytest.mark.slow
