@@ -10,7 +10,7 @@ Two backends run the generator outside Blender's UI thread:
   thread calls alis_core directly and hands back the pixels.
 
 Both are `Job`s: start them, `poll()` from a timer on the main thread (or `wait()` when blocking),
-`cancel()` to stop. Nothing here downloads anything.
+`cancel()` to stop. Downloads run only as a DownloadJob (the preferences' Download buttons).
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import subprocess
+import tempfile
 import threading
 from typing import Callable
 
@@ -62,10 +63,13 @@ def build_generate_command(
     *,
     checkpoint: str = "",
     device: str = "auto",
+    download: bool = False,
 ) -> list[str]:
     """argv for `<python> -m alis_core generate` writing the equirect sky of `params` to output_path.
 
-    An empty checkpoint means the CLI's bundled default model. The CLI writes the equirect at the
+    An empty checkpoint means the CLI's bundled default model; a model name (not looks_like_path)
+    is resolved by the backend's hub, with `--no-download` unless `download` (the extension downloads
+    only from its Download buttons). The CLI writes the equirect at the
     strip's natural width; the extension resizes it to `params.width` (pixels.resize_equirect, which
     keeps the seam closed). Rotation and strength are not passed: Blender applies them with the
     Mapping and Background nodes, so changing them needs no re-run.
@@ -76,6 +80,8 @@ def build_generate_command(
     cmd = [python, "-m", "alis_core", "generate"]
     if checkpoint:
         cmd += ["--checkpoint", checkpoint]
+        if not download and not looks_like_path(checkpoint):
+            cmd.append("--no-download")
     cmd += [
         "--seed", str(params.seed),
         "--anchors", str(params.anchors),
@@ -163,6 +169,12 @@ def subprocess_env(base: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def neutral_cwd() -> str:
+    """The folder backend children run in: `python -m` and `-c` put their working folder first on sys.path,
+    so Blender's own (a checkout, say) could shadow the backend's installed alis_core."""
+    return tempfile.gettempdir()
+
+
 def check_python(python: str, timeout: float = 120.0) -> str:
     """Run `<python> -c 'import alis_core, torch'`; return a one-line description or raise BackendError."""
     if not python:
@@ -173,7 +185,7 @@ def check_python(python: str, timeout: float = 120.0) -> str:
     try:
         out = subprocess.run(
             [python, "-c", code], capture_output=True, text=True, timeout=timeout, env=subprocess_env(),
-            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+            creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0), cwd=neutral_cwd(),
         )
     except (OSError, subprocess.TimeoutExpired) as ex:
         raise BackendError(f"backend Python {python!r} could not run: {ex}") from None
@@ -275,7 +287,7 @@ class Job:
 class SubprocessJob(Job):
     """Runs `argv` (normally from build_generate_command) and expects it to write `output_path`."""
 
-    def __init__(self, argv: list[str], output_path: str, env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], output_path: str = "", env: dict[str, str] | None = None) -> None:
         super().__init__()
         self.argv = list(argv)
         self.output_path = output_path
@@ -291,7 +303,7 @@ class SubprocessJob(Job):
                 text=True,
                 bufsize=1,
                 env=subprocess_env(env),
-                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0), cwd=neutral_cwd(),
             )
         except OSError as ex:
             self._proc = None
@@ -312,7 +324,12 @@ class SubprocessJob(Job):
         rc = self._proc.wait()
         if self._cancel_requested:
             self._finish(CANCELLED)
-        elif rc == 0 and os.path.isfile(self.output_path):
+        else:
+            self._exited(rc)
+
+    def _exited(self, rc: int) -> None:
+        """The child ended by itself with exit code rc: a generation succeeded if it wrote its file."""
+        if rc == 0 and os.path.isfile(self.output_path):
             try:
                 self.result_sky = read_sky_json(sky_json_path(self.output_path))
             except BackendError as ex:
@@ -346,11 +363,112 @@ class SubprocessJob(Job):
         if self._proc is None or self._proc.poll() is not None:
             return
         self._cancel_requested = True
-        self._proc.terminate()
-        try:
-            self._proc.wait(3.0)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
+        stop_process(self._proc)
+
+
+def stop_process(proc: subprocess.Popen, wait_s: float = 3.0) -> None:
+    """Terminate a child, and kill it if it has not stopped within wait_s."""
+    proc.terminate()
+    try:
+        proc.wait(wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class DownloadJob(SubprocessJob):
+    """`<python> -m alis_core download ...` (build_download_command): progress in bytes, done when it exits 0.
+
+    Cancel terminates the child; the hub keeps the partial file and the next download resumes it.
+    """
+
+    def __init__(self, argv: list[str], name: str, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        super().__init__(argv, "", env)
+
+    @property
+    def message(self) -> str:
+        with self._lock:
+            if self.state == RUNNING:
+                if not self.total:
+                    return f"Downloading {self.name}..."
+                return f"Downloading {self.name}: {self.done / 1e6:.1f}/{self.total / 1e6:.1f} MB"
+            if self.state == FAILED:
+                return f"Download of {self.name} failed: {self.error}"
+            if self.state == CANCELLED:
+                return f"Download of {self.name} cancelled (it resumes next time)"
+            return f"Downloaded {self.name}"
+
+    def _exited(self, rc: int) -> None:
+        if rc == 0:
+            with self._lock:
+                if self.total:
+                    self.done = self.total
+            self._finish(DONE)
+        else:
+            self._finish(FAILED, self._error_text(rc))
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: the backend's hub lists them and downloads them (the extension's Python has no alis_core)
+
+# Prints the backend hub's model list as JSON: alis_core.hub.list_models() and cache_root().
+_MODELS_CODE = (
+    "import json; from alis_core import hub; "
+    "print(json.dumps({'cache': str(hub.cache_root()), 'models': [{'name': m.name, 'status': m.status, "
+    "'path': str(m.path) if m.path else '', 'size': m.size or 0, 'url': m.url or '', "
+    "'description': m.description} for m in hub.list_models()]}))"
+)
+
+
+def build_models_command(python: str) -> list[str]:
+    """argv that prints the backend's models (bundled, known, cached) as JSON; see parse_models."""
+    return [python, "-c", _MODELS_CODE]
+
+
+def parse_models(stdout: str) -> tuple[str, list[dict]]:
+    """(cache folder, [{name, status, path, size, url, description}]) from build_models_command's output."""
+    try:
+        data = json.loads(stdout.strip().splitlines()[-1])
+        return str(data["cache"]), [dict(m) for m in data["models"]]
+    except (ValueError, IndexError, KeyError, TypeError):
+        raise BackendError(f"the backend listed no models ({stdout.strip()[-200:]!r})") from None
+
+
+def list_models(python: str, timeout: float = 60.0) -> tuple[str, list[dict]]:
+    """Ask the backend Python for its models; raise BackendError with the backend's last error line."""
+    try:
+        out = subprocess.run(build_models_command(python), capture_output=True, text=True, timeout=timeout,
+                             env=subprocess_env(), creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0),
+                             cwd=neutral_cwd())
+    except (OSError, subprocess.TimeoutExpired) as ex:
+        raise BackendError(f"backend Python {python!r} could not run: {ex}") from None
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise BackendError(f"backend Python {python!r} cannot list models ({last}): update the project there "
+                           "(Set Up Backend in the ALIS Sky preferences)")
+    return parse_models(out.stdout)
+
+
+def build_download_command(python: str, source: str, name: str = "") -> list[str]:
+    """argv for `<python> -m alis_core download SOURCE [--name NAME] --progress-format lines`.
+
+    source: a known model name (e.g. lhq1024) or an http(s) URL, which needs `name`.
+    """
+    if not source:
+        raise BackendError("no model to download: give a known model name or a URL")
+    if "://" in source and not name:
+        raise BackendError(f"give the model from {source!r} a name to cache it under")
+    cmd = [python, "-m", "alis_core", "download", source]
+    if name:
+        cmd += ["--name", name]
+    return cmd + ["--progress-format", "lines"]
+
+
+def looks_like_path(value: str) -> bool:
+    """A checkpoint value that names a file rather than a model: a path separator or a checkpoint suffix
+    (the shape of alis_core.hub.is_path's rule; the backend applies the full rule to anything else)."""
+    return any(sep in value for sep in ("/", "\\", os.sep)) or value.lower().endswith((".safetensors", ".pkl"))
 
 
 class InProcessJob(Job):

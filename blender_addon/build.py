@@ -3,18 +3,24 @@
 Writes `dist/alis_sky-<version>.zip` with the files at the archive root (the layout Blender's own
 `blender --command extension build` produces), plus copies of alis_core/options.py and
 alis_core/errors.py in `_alis/` (SHARED_FILES): the UI takes its choices from them without needing
-alis_core installed in Blender's Python. `--validate` then runs Blender's validator
+alis_core installed in Blender's Python, and the project's own wheel in `wheels/`
+(`pip wheel --no-deps` of the repository, no torch in it), which the preferences' Set Up Backend
+button installs into the backend's venv. `--validate` then runs Blender's validator
 (`blender --command extension validate`, i.e. bl_pkg's blender_ext.py) using the `bpy` module
 when it is installed (`pip install bpy`), or a `blender` executable given with `--blender`.
-The build itself needs only the standard library.
+The build needs the standard library and pip (setuptools for the wheel: the running Python's own
+when it has setuptools >= 68, else pip fetches it as a build dependency).
 """
 from __future__ import annotations
 
 import argparse
 import fnmatch
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import tomllib
 import zipfile
 
@@ -27,8 +33,69 @@ SHARED_FILES = {
     "_alis/errors.py": os.path.join("alis_core", "errors.py"),
 }
 SHARED_INIT = '"""Copies of alis_core/options.py and alis_core/errors.py, written by build.py."""\n'
-# Reproducible archives: every entry gets this timestamp.
+# Reproducible archives: every entry gets this timestamp (the wheel's too, via SOURCE_DATE_EPOCH).
 ZIP_DATE_TIME = (2024, 1, 1, 0, 0, 0)
+SOURCE_DATE_EPOCH = "1704067200"  # = ZIP_DATE_TIME in UTC
+WHEEL_FOLDER = "wheels"  # = installer.WHEEL_FOLDER: where Set Up Backend looks for the project wheel
+# What the project wheel is built from (pyproject.toml's packages, its readme and licence).
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "LICENSE", "alis_core", "training")
+_wheel_cache: dict[str, tuple[str, bytes]] = {}  # sources digest -> (file name, bytes): one build per process
+
+
+def _wheel_source_files(repo_dir: str) -> list[str]:
+    """The repository files the wheel is built from (no caches, no compiled files), sorted."""
+    files = []
+    for top in WHEEL_SOURCES:
+        path = os.path.join(repo_dir, top)
+        if os.path.isfile(path):
+            files.append(top)
+            continue
+        for root, dirs, names in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__" and not d.startswith("."))
+            files += [os.path.relpath(os.path.join(root, n), repo_dir) for n in names
+                      if not n.endswith((".pyc", ".pyo")) and not n.startswith(".")]
+    return sorted(files)
+
+
+def project_wheel(repo_dir: str = REPO_DIR) -> tuple[str, bytes]:
+    """(file name, bytes) of `pip wheel --no-deps` of the project, built from a clean copy of its sources
+    (a stale build/ folder in the repository cannot leak into it) and reproducibly (SOURCE_DATE_EPOCH)."""
+    files = _wheel_source_files(repo_dir)
+    digest = hashlib.sha256()
+    for rel in files:
+        with open(os.path.join(repo_dir, rel), "rb") as fh:
+            digest.update(rel.encode() + b"\0" + hashlib.sha256(fh.read()).digest())
+    key = digest.hexdigest()
+    if key in _wheel_cache:
+        return _wheel_cache[key]
+    with tempfile.TemporaryDirectory(prefix="alis_wheel_") as tmp:
+        src, out = os.path.join(tmp, "src"), os.path.join(tmp, "out")
+        for rel in files:
+            os.makedirs(os.path.dirname(os.path.join(src, rel)), exist_ok=True)
+            shutil.copyfile(os.path.join(repo_dir, rel), os.path.join(src, rel))
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "-q", "-w", out]
+        if _has_setuptools(68):
+            cmd.append("--no-build-isolation")  # no index needed
+        env = dict(os.environ, SOURCE_DATE_EPOCH=SOURCE_DATE_EPOCH)
+        run = subprocess.run(cmd + [src], capture_output=True, text=True, env=env)
+        wheels = [n for n in os.listdir(out) if n.endswith(".whl")] if os.path.isdir(out) else []
+        if run.returncode != 0 or len(wheels) != 1:
+            last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"pip wheel of {repo_dir} failed: {last}")
+        with open(os.path.join(out, wheels[0]), "rb") as fh:
+            _wheel_cache[key] = (wheels[0], fh.read())
+    return _wheel_cache[key]
+
+
+def _has_setuptools(major: int) -> bool:
+    try:
+        import setuptools
+    except ImportError:
+        return False
+    try:
+        return int(setuptools.__version__.split(".")[0]) >= major
+    except ValueError:
+        return False
 
 
 def read_manifest(addon_dir: str = ADDON_DIR) -> dict:
@@ -69,8 +136,11 @@ def package_files(addon_dir: str = ADDON_DIR) -> list[str]:
     return sorted(files)
 
 
-def build(out_dir: str | None = None, addon_dir: str = ADDON_DIR) -> str:
-    """Write `<out_dir>/<id>-<version>.zip` (out_dir defaults to the repository's dist/); return its path."""
+def build(out_dir: str | None = None, addon_dir: str = ADDON_DIR, wheel: bool = True) -> str:
+    """Write `<out_dir>/<id>-<version>.zip` (out_dir defaults to the repository's dist/); return its path.
+
+    wheel: bundle the project wheel (Set Up Backend needs it; without it the button says so).
+    """
     manifest = read_manifest(addon_dir)
     out_dir = out_dir or os.path.join(REPO_DIR, "dist")
     os.makedirs(out_dir, exist_ok=True)
@@ -84,10 +154,14 @@ def build(out_dir: str | None = None, addon_dir: str = ADDON_DIR) -> str:
     for rel, src in SHARED_FILES.items():
         with open(os.path.join(REPO_DIR, src), "rb") as fh:
             entries[rel] = fh.read()
+    if wheel:
+        name, data = project_wheel(REPO_DIR)
+        entries[f"{WHEEL_FOLDER}/{name}"] = data
     with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for rel in sorted(entries):
             info = zipfile.ZipInfo(rel, date_time=ZIP_DATE_TIME)
-            info.compress_type = zipfile.ZIP_DEFLATED
+            # a wheel is a zip already: storing it again saves the time of a useless deflate
+            info.compress_type = zipfile.ZIP_STORED if rel.endswith(".whl") else zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, entries[rel])
     os.replace(tmp, path)
@@ -121,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: dist/ in the repository)")
     parser.add_argument("--validate", action="store_true", help="validate the zip with Blender's own rules")
     parser.add_argument("--blender", default=None, help="Blender executable for --validate (default: the bpy module)")
+    parser.add_argument("--no-wheel", action="store_true",
+                        help="leave the project wheel out (the preferences' Set Up Backend then cannot work)")
     args = parser.parse_args(argv)
-    path = build(args.out)
+    path = build(args.out, wheel=not args.no_wheel)
     print(path)
     if args.validate:
         try:

@@ -33,6 +33,10 @@ class WORLD_PT_alis_sky(bpy.types.Panel):
             draw_backend_help(box, problem)
             box.operator("preferences.addon_show", text="Open Preferences", icon="PREFERENCES").module = __package__
 
+        try:
+            layout.prop(settings, "model", icon="FILE_BLEND", placeholder="Preference")
+        except TypeError:  # a Blender without placeholder text
+            layout.prop(settings, "model", icon="FILE_BLEND")
         row = layout.row(align=True)
         row.prop(settings, "seed")
         row.operator("alis.new_seed", text="", icon="FILE_REFRESH")

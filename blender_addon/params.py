@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 
 from .shared import options
 
@@ -44,6 +46,8 @@ class SkyParams:
     exposure:    EV: the world image holds radiance x 2^-exposure (the lamp's strength follows).
     rotation:    Z rotation of the sky in radians (applied by the Mapping node in Blender, not baked).
     strength:    Background strength (Blender only).
+    model:       the World's Model as typed (a model name or a checkpoint path; "" = the preference's
+                 Checkpoint). Only the file name uses it (model_label): the operator resolves the checkpoint.
     """
 
     seed: int = 0
@@ -63,6 +67,16 @@ class SkyParams:
     exposure: float = 0.0
     rotation: float = 0.0
     strength: float = 1.0
+    model: str = ""
+
+    @property
+    def model_label(self) -> str:
+        """The model's part of the file name: a name as it is, a path's file stem; letters, digits, - and _."""
+        value = self.model.strip()
+        if not value:
+            return ""
+        stem = os.path.splitext(os.path.basename(value.replace("\\", "/").rstrip("/")))[0]
+        return re.sub(r"[^A-Za-z0-9_-]+", "-", stem).strip("-")[:40]
 
     @property
     def sun_disk(self) -> bool:
@@ -122,8 +136,8 @@ class SkyParams:
         """A stable file name stem that names the settings that change the pixels (not rotation/strength).
 
         Settings at their defaults add nothing, so the default sky keeps its plain name; a blur sky,
-        another sun, the sun's disk in the image or an exposure each add a part
-        ("_blur", "_sunnone" / "_sun60.0_30.0", "_disk", "_ev+1").
+        another sun, the sun's disk in the image, an exposure or the World's Model each add a part
+        ("_blur", "_sunnone" / "_sun60.0_30.0", "_disk", "_ev+1", "_mlhq1024").
         """
         wrap = "wrap" if self.wrap else "open"
         noise = "" if self.noise_mode == SkyParams.noise_mode else f"_n{self.noise_mode}"
@@ -135,9 +149,10 @@ class SkyParams:
         # only a physical sky draws the disk, and only when there is a sun to draw
         disk = "_disk" if self.sun_disk and self.sky == "physical" and self.sun_mode != "none" else ""
         ev = "" if self.exposure == 0 else f"_ev{self.exposure:+g}"
+        model = f"_m{self.model_label}" if self.model_label else ""
         return (
             f"alis_sky_s{self.seed}_k{self.anchors}_psi{self.psi:.2f}_{self.width}_{wrap}"
-            f"_h{self.horizon:.2f}_x{self.strip_scale:.2f}_b{self.cap_blur:.2f}{noise}{sky}{sun}{disk}{ev}"
+            f"_h{self.horizon:.2f}_x{self.strip_scale:.2f}_b{self.cap_blur:.2f}{noise}{sky}{sun}{disk}{ev}{model}"
         )
 
     def file_name(self, ext: str = ".exr") -> str:

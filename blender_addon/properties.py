@@ -36,7 +36,18 @@ def _update_strength(self, context):
     world.set_sun_strength(self.id_data, self.strength)
 
 
+def _search_models(self, context, edit_text):
+    from .preferences import model_names
+
+    return [name for name in model_names() if edit_text.lower() in name]
+
+
 class ALIS_WorldSettings(bpy.types.PropertyGroup):
+    model: bpy.props.StringProperty(
+        name="Model", default="", search=_search_models, search_options={"SUGGESTION"},
+        description="Which generator: empty = the Checkpoint in the ALIS Sky preferences; 'default' = the bundled "
+        "model; a downloaded or cached model's name (the preferences' Models list); or a .safetensors/.pkl path",
+    )
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=params.MAX_SEED,
                                 description="Scene seed: which landscapes the anchors show")
     anchors: bpy.props.IntProperty(
@@ -114,7 +125,7 @@ class ALIS_WorldSettings(bpy.types.PropertyGroup):
             sun_azimuth_deg=round(math.degrees(self.sun_azimuth), 4),
             sun_elevation_deg=round(math.degrees(self.sun_elevation), 4),
             sun_lamp=self.sun_lamp, exposure=round(self.exposure, 4),
-            rotation=self.rotation, strength=self.strength,
+            rotation=self.rotation, strength=self.strength, model=self.model,
         )
 
 

@@ -69,6 +69,15 @@ def test_file_name_names_the_sky_and_sun_settings():
     assert stem(sun_azimuth_deg=90) == plain
 
 
+def test_file_name_names_the_worlds_model():
+    plain = SkyParams(seed=7, anchors=5, psi=0.5, width=1024).file_stem()
+    assert SkyParams(seed=7, anchors=5, psi=0.5, width=1024, model="lhq1024").file_stem() == plain + "_mlhq1024"
+    assert SkyParams(seed=7, anchors=5, psi=0.5, width=1024, model="//ckpt/My Sky.v2.safetensors").file_stem() \
+        == plain + "_mMy-Sky-v2"
+    assert SkyParams(model="C:\\models\\mine.pkl").model_label == "mine"
+    assert SkyParams(model="  ").file_stem() == SkyParams().file_stem()  # empty: the preference's, unnamed
+
+
 @pytest.mark.parametrize(
     "change, word",
     [

@@ -9,7 +9,7 @@ import tomllib
 import zipfile
 
 
-from blender_addon import build
+from blender_addon import build, installer
 
 ADDON = pathlib.Path(build.ADDON_DIR)
 
@@ -25,7 +25,8 @@ def test_manifest_has_the_extension_fields():
         assert m[key].strip()
     assert not m["tagline"].endswith(".") and len(m["tagline"]) <= 64
     # every permission has a short reason, as Blender asks
-    assert m["permissions"] == {"files": "Read checkpoints and write generated sky images"}
+    assert m["permissions"] == {"files": "Read checkpoints and write generated sky images",
+                                "network": "Download models and the backend's packages on a button press"}
 
 
 def test_package_uses_relative_imports_and_no_bl_info():
@@ -46,6 +47,7 @@ def test_plain_modules_import_without_bpy_or_torch():
     code = (
         "import sys; sys.modules['bpy'] = None; sys.modules['torch'] = None\n"
         "import blender_addon, blender_addon.params, blender_addon.pixels, blender_addon.backend\n"
+        "import blender_addon.installer\n"
         "assert callable(blender_addon.register)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ADDON.parent, capture_output=True, text=True)
@@ -62,8 +64,40 @@ def test_build_writes_a_reproducible_zip_of_the_extension_files(tmp_path):
     assert {"blender_manifest.toml", "__init__.py", "backend.py", "operators.py", "world.py"} <= set(names)
     assert "build.py" not in names
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+    build._wheel_cache.clear()  # build the project wheel again too
     again = build.build(str(tmp_path / "b"))
     assert pathlib.Path(path).read_bytes() == pathlib.Path(again).read_bytes()
+
+
+def test_zip_carries_the_project_wheel_that_set_up_backend_installs(tmp_path):
+    with zipfile.ZipFile(build.build(str(tmp_path / "dist"))) as zf:
+        wheels = [n for n in zf.namelist() if n.endswith(".whl")]
+        project = tomllib.loads((ADDON.parent / "pyproject.toml").read_text())["project"]
+        assert wheels == [f"wheels/alis_panoramas-{project['version']}-py3-none-any.whl"]
+        zf.extract(wheels[0], tmp_path / "x")
+        names = [i.filename for i in zf.infolist()]
+        size = sum(i.compress_size for i in zf.infolist())
+    with zipfile.ZipFile(tmp_path / "x" / wheels[0]) as whl:
+        inside = whl.namelist()
+        metadata = whl.read(next(n for n in inside if n.endswith(".dist-info/METADATA"))).decode()
+    assert {n.split("/")[0] for n in inside if "/" in n and ".dist-info" not in n} == {"alis_core", "alis_training"}
+    assert "alis_core/models/default.safetensors" in inside  # the bundled model, so Generate works at once
+    assert not any("__pycache__" in n or n.endswith(".pyc") or n.startswith(("tests/", "blender_addon/"))
+                   for n in inside)
+    # dependencies come from PyPI when the wheel is installed; torch is the only large one
+    assert "Requires-Dist: torch" in metadata and "Requires-Dist: safetensors" in metadata
+    # what Set Up Backend looks for, where it looks
+    (tmp_path / "alis_sky").mkdir()
+    with zipfile.ZipFile(build.build(str(tmp_path / "dist"))) as zf:
+        zf.extractall(tmp_path / "alis_sky")
+    assert installer.project_source(str(tmp_path / "alis_sky")) == str(tmp_path / "alis_sky" / wheels[0])
+    # small: the wheel (with the 3.4 MB bundled model) is nearly all of it
+    assert size < 8 << 20, names
+
+
+def test_build_without_the_wheel(tmp_path):
+    with zipfile.ZipFile(build.build(str(tmp_path / "dist"), wheel=False)) as zf:
+        assert not any(n.endswith(".whl") for n in zf.namelist())
 
 
 def test_build_command_line(tmp_path):
@@ -106,7 +140,7 @@ def test_zip_carries_alis_core_options_for_a_blender_without_alis_core(tmp_path)
     # the unpacked extension, in a Python where alis_core, torch and bpy do not import
     code = (
         "import sys; sys.modules['alis_core'] = sys.modules['torch'] = sys.modules['bpy'] = None\n"
-        "import alis_sky.params, alis_sky.backend, alis_sky.shared\n"
+        "import alis_sky.params, alis_sky.backend, alis_sky.shared, alis_sky.installer\n"
         "o = alis_sky.shared.options\n"
         "assert o.__name__ == 'alis_sky._alis.options', o.__name__\n"
         "assert alis_sky.params.SkyParams().psi == o.BLENDER.psi and alis_sky.backend.DEVICES == o.DEVICES\n"

@@ -307,7 +307,7 @@ class FakeLayout:
         self.enabled = self.active = True
 
     def _child(self, *args, **kwargs):
-        child = FakeLayout(self._bpy, self.calls)
+        child = type(self)(self._bpy, self.calls)
         self.calls.append(("layout", child))
         return child
 
@@ -385,8 +385,11 @@ def test_world_panel_draws_every_control_and_explains_a_missing_backend(bpy, add
 def test_preferences_draw_every_setting(bpy, addon_prefs):
     calls = _draw(bpy, type(addon_prefs), addon_prefs, bpy.context)
     props = {c[1] for c in calls if c[0] == "prop"}
-    assert {"backend", "python_path", "checkpoint", "device", "output_dir"} <= props
-    assert "alis.check_backend" in {c[1] for c in calls if c[0] == "operator"}
+    assert {"backend", "python_path", "checkpoint", "device", "output_dir", "torch_build", "setup_python",
+            "download_url", "download_name"} <= props
+    assert {"alis.check_backend", "alis.setup_backend", "alis.open_setup_log", "alis.refresh_models",
+            "alis.download_model"} <= {c[1] for c in calls if c[0] == "operator"}
+    assert "setup.log" in _texts(calls)  # where the log is
 
 
 class FakeWindowManager:
@@ -417,11 +420,15 @@ class FakeWindowManager:
         self.log.append("progress_end")
 
 
-def _interactive(bpy):
-    """(operator stand-in, context) to drive the Generate operator's modal path without a UI."""
-    cls = bpy.types.ALIS_OT_generate_world
-    methods = {k: v for k, v in vars(cls).items() if isinstance(v, types.FunctionType)}
-    op = type("GenerateStandIn", (), methods)()
+def _interactive(bpy, idname="ALIS_OT_generate_world", **props):
+    """(operator stand-in, context) to drive a job operator's modal path without a UI."""
+    cls = getattr(bpy.types, idname)
+    methods = {}
+    for base in reversed(cls.__mro__):  # the operator's own methods and its JobOperator mixin's, not bpy's
+        if base.__module__.startswith(cls.__module__.rsplit(".", 1)[0]):
+            methods.update({k: v for k, v in vars(base).items()
+                            if isinstance(v, types.FunctionType) or (k.startswith("_") and not k.startswith("__"))})
+    op = type("OperatorStandIn", (), {**methods, **props})()
     op.reports = []
     op.report = lambda level, message: op.reports.append((set(level), message))
     status = bpy.context.window_manager.alis_sky_status
