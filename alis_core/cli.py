@@ -426,14 +426,14 @@ def _report(paths: Sequence[str]) -> None:
 # alis info / convert
 
 def _add_invert(sub) -> None:
-    from .invert import DEFAULT_STEPS
     p = sub.add_parser("invert", help="fit anchors that redraw a photo (for --anchors-file)",
                        description="Fit anchors so that the model redraws PHOTO; `alis generate --anchors-file` "
                                    "then continues it into a 360° loop.")
     p.add_argument("photo", help="the photo (PNG, JPEG, WebP, TIFF, ...; grey, CMYK, 16-bit and alpha are converted)")
     p.add_argument("--out", required=True, help="anchors file to write (.safetensors)")
     p.add_argument("--checkpoint", default=None, help="our .safetensors or an official .pkl (default: the bundled model)")
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"optimisation steps (default {DEFAULT_STEPS})")
+    p.add_argument("--steps", type=int, default=options.INVERT_STEPS,
+                   help=f"optimisation steps (default {options.INVERT_STEPS})")
     p.add_argument("--seed", type=int, default=0, help="seed of the starting codes (default 0)")
     p.add_argument("--preview", default=None, help=f"also write the reconstruction: {IMAGE_NAMES}")
     p.add_argument("--device", default="auto", help=f"{', '.join(options.DEVICES)} (default auto)")

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 
-DEFAULT_STEPS = 100  # enough for >= 27 dB on the bundled model's own frames (tests/core/test_invert.py)
+DEFAULT_STEPS = options.INVERT_STEPS
 DEFAULT_LR = 0.05  # Adam's step on w; w_avg-centred codes of the official models have a spread of about 1
 INIT_CANDIDATES = 8  # random z mapped to w, tried (with w_avg) as the starting point
 SSIM_WEIGHT = 0.1  # weight of (1 - multi-scale SSIM) next to the mean squared error of [-1, 1] pixels
@@ -354,7 +354,7 @@ def photo_columns(G, result_columns: tuple[int, int], start_anchor: int) -> tupl
 
 
 def photo_loop_anchors(G, anchors_file=None, photos: Sequence = (), num_anchors: int | None = None, seed: int = 0,
-                       truncation_psi: float = 1.0, steps: int = DEFAULT_STEPS,
+                       truncation_psi: float = 1.0, steps: int | None = None,
                        progress: ProgressFn | None = None) -> tuple[Tensor, list[dict]]:
     """The anchors of a loop through an anchors file's block and/or photos (files, or [C, h, w]
     tensors in [0, 1]; inverted here), in order, with new scenes from `seed` between them: what
@@ -373,11 +373,17 @@ def photo_loop_anchors(G, anchors_file=None, photos: Sequence = (), num_anchors:
                       "columns": tuple(cols) if isinstance(cols, list) and len(cols) == 2 else None})
     photos = [p for p in photos if p is not None]
     imgs = [p if isinstance(p, Tensor) else read_photo(p) for p in photos]  # all checked before the first fit
+    if num_anchors is not None:  # a count too small for the blocks is refused before any fitting
+        need = sum(b.shape[0] for b in blocks) + sum(
+            photo_layout(G, photo_to_target(G, img)[0].shape[2]).num_anchors for img in imgs)
+        if not need <= int(num_anchors) <= options.MAX_ANCHORS:
+            raise AlisError(f"the loop through {len(blocks) + len(imgs)} photo(s) needs {need}..{options.MAX_ANCHORS} "
+                            f"anchors (their own {need} plus new scenes), got {num_anchors}")
     for i, (p, img) in enumerate(zip(photos, imgs)):
         def each(done, total, i=i):
             if progress is not None:
                 progress(i * total + done, len(imgs) * total)
-        r = invert_image(G, img, steps=steps, seed=seed, progress=each)
+        r = invert_image(G, img, steps=DEFAULT_STEPS if steps is None else steps, seed=seed, progress=each)
         if r.interrupted:
             raise KeyboardInterrupt
         blocks.append(r.anchors)
