@@ -32,7 +32,7 @@ MAX_SEED = 2 ** 63 - 1
 
 # Optimisation steps of a photo inversion (alis_core.invert): enough for >= 27 dB on the bundled
 # model's own frames within a minute on two CPU cores (tests/core/test_invert.py, bench/bench_invert.py).
-INVERT_STEPS = 100
+INVERT_STEPS = 50
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ The node logic lives in plain functions (loaders, anchors, panorama, skybox) tha
 without ComfyUI; `NODE_SPECS` describes every node as data. The ComfyUI V3 classes are in
 `nodes.v3`, which only the pack's root __init__ imports, and only when ComfyUI is present.
 """
-from . import anchors, loaders, panorama, skybox
+from . import anchors, invert, loaders, panorama, skybox
 from .anchors import AlisAnchors
 from .loaders import AlisModel
 from .spec import NodeSpec
@@ -18,6 +18,9 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
     skybox.CUBEMAP,
     panorama.SEAM_CHECK,
     panorama.SCROLL,
+    invert.INVERT,
+    invert.SAVE,
+    invert.LOAD,
     skybox.SAVE,
 )
 

@@ -55,7 +55,7 @@ def gradient_strip(h=16, w=64, batch=1):
 
 def test_node_ids_unique_prefixed_and_categorised():
     ids = [s.node_id for s in NODE_SPECS]
-    assert len(ids) == len(set(ids)) == 9
+    assert len(ids) == len(set(ids)) == 12
     assert all(i.startswith("ALIS") for i in ids)
     assert all(s.category.startswith("ALIS/") for s in NODE_SPECS)
     assert len({s.display_name for s in NODE_SPECS}) == len(NODE_SPECS)
