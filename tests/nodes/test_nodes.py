@@ -108,7 +108,7 @@ print(len(ids), hasattr(pack, "comfy_entrypoint"), "comfy" in sys.modules, "comf
                           timeout=120)
     assert done.returncode == 0, done.stderr
     count, has_entry, comfy_loaded, comfy_api_loaded = done.stdout.split()
-    assert count == "9" and comfy_loaded == "False"
+    assert count == "12" and comfy_loaded == "False"
     assert has_entry == str(comfy_api_loaded == "True")  # registered only where comfy_api imports
 
 
