@@ -55,6 +55,7 @@ class PhotoLayout:
     start_patch: int
     stop_patch: int
     columns: tuple[int, int]  # the photo's columns, counted from anchor 0
+    fitted: tuple[int, int]  # anchors [i0, i1) whose interpolation reaches the photo's columns
 
 
 def photo_layout(G, width: int) -> PhotoLayout:
@@ -67,7 +68,8 @@ def photo_layout(G, width: int) -> PhotoLayout:
     stop = start + math.ceil(width / pw)
     last = (stop * (4 // cfg.grid_size) + CONTEXT_MARGIN - 1) // cols4 + 1
     x0 = left * G.anchor_spacing
-    return PhotoLayout(int(width), last + 1, left, start, stop, (x0, x0 + int(width)))
+    fitted = (left, math.ceil((x0 + int(width)) / G.anchor_spacing) + 1)
+    return PhotoLayout(int(width), last + 1, left, start, stop, (x0, x0 + int(width)), fitted)
 
 
 def render_photo_columns(G, anchors: Tensor, layout: PhotoLayout) -> Tensor:
@@ -268,8 +270,17 @@ def _fit(G, target, alpha, layout, steps, seed, progress, lr, ssim_weight, candi
     target_d = target.to(dev)
     alpha_d = None if alpha is None else alpha.to(dev)
     target01 = (target_d + 1) / 2
-    v = _initial_anchors(G, target, alpha, layout, seed, candidates).to(dev).requires_grad_(True)
-    opt = torch.optim.Adam([v], lr=lr, betas=(0.9, 0.999))
+    # Only the anchors interpolated across the photo are fitted; those its context columns reach
+    # beyond them stay at the start code (left free, they drift off the model's range and draw
+    # garbage next to the photo in the loop, for a few hundredths of a dB).
+    start = _initial_anchors(G, target, alpha, layout, seed, candidates).to(dev)
+    i0, i1 = layout.fitted
+    free = start[i0:i1].clone().requires_grad_(True)
+
+    def full():
+        return torch.cat([start[:i0], free, start[i1:]])
+    opt = torch.optim.Adam([free], lr=lr, betas=(0.9, 0.999))
+    v = full()
     best_v, best_psnr, history, done, interrupted = v.detach().clone(), -math.inf, [], 0, False
     try:
         for step in range(steps):
@@ -277,6 +288,7 @@ def _fit(G, target, alpha, layout, steps, seed, progress, lr, ssim_weight, candi
             # StyleGAN projector's schedule: short warm-up, cosine ramp-down over the last quarter
             ramp = min(1.0, (1 - t) / 0.25)
             opt.param_groups[0]["lr"] = lr * 0.5 * (1 - math.cos(math.pi * ramp)) * min(1.0, t / 0.05 + 0.05)
+            v = full()
             recon = render_photo_columns(G, v, layout)
             err = (recon - target_d) ** 2
             mse = err.mean() if alpha_d is None else (err * alpha_d).sum() / (alpha_d.sum() * 3)
@@ -298,6 +310,7 @@ def _fit(G, target, alpha, layout, steps, seed, progress, lr, ssim_weight, candi
         log.warning("inversion interrupted after %d of %d steps; keeping the best anchors so far", done, steps)
     with torch.no_grad():
         if not interrupted:  # the last step's result is not scored yet
+            v = full()
             recon = render_photo_columns(G, v, layout).cpu()
             if psnr(recon, target, alpha) > best_psnr:
                 best_v = v.detach().clone()

@@ -31,8 +31,8 @@ MAX_ANCHORS = 4096
 MAX_SEED = 2 ** 63 - 1
 
 # Optimisation steps of a photo inversion (alis_core.invert): enough for >= 27 dB on the bundled
-# model's own frames within a minute on two CPU cores (tests/core/test_invert.py, bench/bench_invert.py).
-INVERT_STEPS = 50
+# model's own frames well within a minute on two CPU cores (tests/core/test_invert.py, bench/bench_invert.py).
+INVERT_STEPS = 100
 
 
 @dataclass(frozen=True)

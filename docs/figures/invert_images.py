@@ -41,7 +41,6 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=options.INVERT_STEPS)
     ap.add_argument("--out", default=str(ROOT / "docs" / "img" / "invert.png"))
     a = ap.parse_args()
-    torch.set_num_threads(2)
     G = alis_core.load_generator(fast=True)
     H = G.img_resolution
     photo = torch.from_numpy(render_panorama(a.photo_seed, H, 3 * H // 2, periodic=False)).permute(2, 0, 1).float() / 255
