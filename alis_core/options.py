@@ -30,8 +30,8 @@ PSI_MIN, PSI_MAX = 0.0, 2.0
 MAX_ANCHORS = 4096
 MAX_SEED = 2 ** 63 - 1
 
-# Optimisation steps of a photo inversion (alis_core.invert): enough for >= 27 dB on the bundled
-# model's own frames well within a minute on two CPU cores (tests/core/test_invert.py, bench/bench_invert.py).
+# Optimisation steps of a photo inversion (alis_core.invert): about 39 dB on the bundled model's own
+# frames (>= 27 is tested) for about 13 s of CPU time per 128 px frame (bench/bench_invert.py).
 INVERT_STEPS = 100
 
 
