@@ -23,8 +23,8 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    **dict.fromkeys(("anchors_from_seeds", "latents_to_anchors", "parse_seed_list", "sample_anchors",
-                     "sample_latents"), "anchors"),
+    **dict.fromkeys(("anchors_from_seeds", "latents_to_anchors", "load_anchors", "parse_seed_list",
+                     "sample_anchors", "sample_latents", "save_anchors"), "anchors"),
     **dict.fromkeys(("DEFAULT_CHECKPOINT", "convert_official", "load_discriminator", "load_generator",
                      "save_generator"), "checkpoint"),
     **dict.fromkeys(("DiscriminatorConfig", "GeneratorConfig"), "config"),
@@ -32,6 +32,7 @@ _EXPORTS = {
     "Generator": "generator",
     **dict.fromkeys(("from_unit", "linear_to_srgb", "load_float_image", "load_image", "save_float_image",
                      "save_image", "save_png", "srgb_to_linear", "to_unit"), "image"),
+    **dict.fromkeys(("invert_image", "loop_anchors", "photo_loop_anchors"), "invert"),
     **dict.fromkeys(("iter_panorama", "panorama", "patch_grid_score", "resample_loop", "seam_score"), "panorama"),
     **dict.fromkeys(("CUBE_FACE_FILES", "CUBE_FACES", "cubemap_layout", "cubemap_to_equirect",
                      "equirect_to_cubemap", "layout_to_cubemap", "strip_to_equirect"), "projection"),

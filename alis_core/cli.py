@@ -188,6 +188,9 @@ def _add_generate(sub) -> None:
                    help="replace existing files that are not outputs of this kind (and another panorama's tiles)")
     p.add_argument("--progress-format", default="bar", choices=["bar", "lines", "none"],
                    help="progress on stderr: a bar, `progress D/T` lines, or none")
+    p.add_argument("--anchors-file", default=None, help="start the loop with these anchors (from `alis invert`)")
+    p.add_argument("--from-photo", default=None, help="invert this photo and start the loop with it (needs --wrap)")
+    p.add_argument("--to-photo", default=None, help="with --from-photo: the loop passes this photo half way round")
     p.set_defaults(func=cmd_generate)
 
 
@@ -320,14 +323,17 @@ def cmd_generate(a) -> int:
     G = load_generator(a.checkpoint, device=device, dtype=options.torch_dtype(a.dtype, "--dtype"),
                        fast=DEFAULTS.fast and not a.exact)
     spacing = G.anchor_spacing
-    k = _anchor_count(a, spacing, wrap)
+    photo_anchors = _photo_anchors(a, G, wrap)
+    k = _anchor_count(a, spacing, wrap) if photo_anchors is None else photo_anchors.shape[0]
     if k < 2:
         raise AlisError(f"a {'wrapping ' if wrap else ''}panorama needs at least 2 anchors, got {k}; "
                         "raise --anchors or give more --seeds")
     width = _check_geometry(a, G, k, wrap)
     tile_set = _TileSet(Path(a.tiles), _provenance(a, G, k, wrap, noise_seed), a.force) if a.tiles else None
 
-    if a.seeds is not None:
+    if photo_anchors is not None:
+        anchors = photo_anchors
+    elif a.seeds is not None:
         anchors = anchors_mod.anchors_from_seeds(G, a.seed_list, a.psi)
     else:
         anchors = anchors_mod.sample_anchors(G, k, a.seed, a.psi)
@@ -387,6 +393,27 @@ def _write_sky(a, strip01, meta: dict, scene_seeds: list[int], noise_seed: int) 
         print(f"sun at azimuth {info.sun.azimuth_deg:.1f}°, elevation {info.sun.elevation_deg:.1f}°{where}",
               file=sys.stderr)
     return written
+
+
+def _photo_anchors(a, G, wrap: bool):
+    """--anchors-file / --from-photo / --to-photo: the loop's anchors (None without them)."""
+    if not (a.anchors_file or a.from_photo or a.to_photo):
+        return None
+    if a.to_photo and not (a.from_photo or a.anchors_file):
+        raise AlisError("--to-photo needs --from-photo (or --anchors-file) for the loop to start from")
+    if a.from_photo and a.anchors_file:
+        raise AlisError("give either --from-photo or --anchors-file as the loop's start, not both")
+    if not wrap or not a.context or a.seeds is not None:
+        raise AlisError("--anchors-file / --from-photo make a 360° loop with patch context: add --wrap, "
+                        "drop --no-context and --seeds")
+    from .invert import photo_loop_anchors
+    anchors, infos = photo_loop_anchors(G, a.anchors_file, [a.from_photo, a.to_photo], a.anchors, a.seed, a.psi,
+                                        progress=ProgressReporter("alis invert", a.progress_format))
+    for info in infos:
+        cols = "columns unknown" if info["columns"] is None else "columns {}..{}".format(*info["columns"])
+        psnr = "" if info["psnr"] is None else f", reconstruction PSNR {info['psnr']:.2f} dB"
+        print(f"{info['source']}: {cols} of the loop{psnr}", file=sys.stderr)
+    return anchors
 
 
 def _check_finite(tile) -> None:
@@ -485,6 +512,55 @@ def _report(paths: Sequence[str]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # alis info / convert
+
+def _add_invert(sub) -> None:
+    p = sub.add_parser("invert", help="fit anchors that redraw a photo (for --anchors-file)",
+                       description="Fit anchors so that the model redraws PHOTO; `alis generate --anchors-file` "
+                                   "then continues it into a 360° loop.")
+    p.add_argument("photo", help="the photo (PNG, JPEG, WebP, TIFF, ...; grey, CMYK, 16-bit and alpha are converted)")
+    p.add_argument("--out", required=True, help="anchors file to write (.safetensors)")
+    p.add_argument("--checkpoint", default=None, help="our .safetensors or an official .pkl (default: the bundled model)")
+    p.add_argument("--steps", type=int, default=options.INVERT_STEPS,
+                   help=f"optimisation steps (default {options.INVERT_STEPS})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the starting codes (default 0)")
+    p.add_argument("--preview", default=None, help=f"also write the reconstruction: {IMAGE_NAMES}")
+    p.add_argument("--device", default="auto", help=f"{', '.join(options.DEVICES)} (default auto)")
+    p.add_argument("--force", action="store_true", help="replace existing files that are not outputs of this kind")
+    p.add_argument("--progress-format", default="bar", choices=["bar", "lines", "none"],
+                   help="progress on stderr: a bar, `progress D/T` lines, or none")
+    p.set_defaults(func=cmd_invert)
+
+
+def cmd_invert(a) -> int:
+    from .anchors import save_anchors
+    from .checkpoint import load_generator
+    from .image import save_image, to_unit
+    from .invert import invert_image, read_photo
+    _int_in(a.steps, "--steps", 0, 100_000)
+    options.check_seed(a.seed, "--seed")
+    options.check_choice(a.device, options.DEVICES, "--device")
+    if Path(a.out).suffix.lower() != ".safetensors":
+        raise AlisError(f"--out {a.out} must end in .safetensors (an anchors file)")
+    outputs.check_replaceable(a.out, "anchors", a.force, "--out")
+    if a.preview:
+        outputs.check_image_path(a.preview, 8, "--preview")
+        outputs.check_replaceable(a.preview, "image", a.force, "--preview")
+    photo = read_photo(a.photo)
+    G = load_generator(a.checkpoint, device=resolve_device(a.device), fast=DEFAULTS.fast)
+    r = invert_image(G, photo, steps=a.steps, seed=a.seed, progress=ProgressReporter("alis invert", a.progress_format))
+    info = {"columns": list(r.columns), "psnr": round(r.psnr, 3), "photo": Path(a.photo).name, "steps": r.steps,
+            "seed": a.seed, "checkpoint": Path(a.checkpoint).name if a.checkpoint else "default"}
+    written = [str(save_anchors(a.out, r.anchors, G, info, force=a.force))]
+    if a.preview:
+        written.append(str(save_image(a.preview, to_unit(r.recon), text={"Software": "alis"})))
+    print(f"reconstruction PSNR {r.psnr:.2f} dB; the photo is columns {r.columns[0]}..{r.columns[1]} of a loop that "
+          f"starts with these {r.anchors.shape[0]} anchors (alis generate --anchors-file {a.out} --wrap)", file=sys.stderr)
+    _report(written)
+    if r.interrupted:
+        print(f"error: interrupted after {r.steps} of {a.steps} steps; wrote the best anchors so far", file=sys.stderr)
+        return 130
+    return 0
+
 
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="print a checkpoint's architecture and panorama geometry")
@@ -680,6 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_download(sub)
     _add_models(sub)
     _add_export_view(sub)
+    _add_invert(sub)
     sub.add_parser("train", help="train or fine-tune a checkpoint (see docs/TRAINING.md)", add_help=False)
     sub.add_parser("eval", help="measure SWD, infinite SWD and seam scores of a checkpoint", add_help=False)
     return parser

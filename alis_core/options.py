@@ -35,6 +35,10 @@ EXPOSURE_MIN, EXPOSURE_MAX = -20.0, 20.0  # EV
 MAX_ANCHORS = 4096
 MAX_SEED = 2 ** 63 - 1
 
+# Optimisation steps of a photo inversion (alis_core.invert): about 39 dB on the bundled model's own
+# frames (>= 27 is tested) for about 13 s of CPU time per 128 px frame (bench/bench_invert.py).
+INVERT_STEPS = 100
+
 
 @dataclass(frozen=True)
 class FrontEndDefaults:

@@ -47,7 +47,7 @@ def sniff_kind(path: PathLike) -> str | None:
             or head.startswith(b"#?RADIANCE") or head.startswith(b"#?RGBE")):
         return "image"
     if len(head) > 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 0:
-        return "checkpoint"  # safetensors: u64 header length, then a JSON header
+        return _safetensors_kind(path)  # safetensors: u64 header length, then a JSON header
     if head.lstrip()[:1] == b"{":
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -59,6 +59,18 @@ def sniff_kind(path: PathLike) -> str | None:
     if TEXT_MARKER in first:
         return first.split(TEXT_MARKER, 1)[1].strip() or None
     return None
+
+
+def _safetensors_kind(path: PathLike) -> str:
+    """"anchors" for an anchors file we wrote (metadata alis_output), else "checkpoint"."""
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = json.loads(f.read(n)) if n <= 1 << 20 else {}
+    except (OSError, ValueError):
+        return "checkpoint"
+    meta = header.get("__metadata__") if isinstance(header, dict) else None
+    return "anchors" if isinstance(meta, dict) and meta.get(MARKER_KEY) == "anchors" else "checkpoint"
 
 
 def check_replaceable(path: PathLike, kind: str, force: bool = False, option: str = "output") -> Path:

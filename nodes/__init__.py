@@ -4,7 +4,7 @@ The node logic lives in plain functions (loaders, anchors, panorama, skybox) tha
 without ComfyUI; `NODE_SPECS` describes every node as data. The ComfyUI V3 classes are in
 `nodes.v3`, which only the pack's root __init__ imports, and only when ComfyUI is present.
 """
-from . import anchors, loaders, panorama, preview, skybox
+from . import anchors, invert, loaders, panorama, preview, skybox
 from .anchors import AlisAnchors
 from .loaders import AlisModel
 from .spec import NodeSpec
@@ -19,6 +19,9 @@ NODE_SPECS: tuple[NodeSpec, ...] = (
     panorama.SEAM_CHECK,
     panorama.SCROLL,
     preview.PREVIEW,
+    invert.INVERT,
+    invert.SAVE,
+    invert.LOAD,
     skybox.SAVE,
 )
 

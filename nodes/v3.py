@@ -16,7 +16,7 @@ import folder_paths
 from comfy.cli_args import args
 from comfy_api.latest import ComfyExtension, io, ui
 
-from . import anchors, loaders, panorama, preview, skybox
+from . import anchors, invert, loaders, panorama, preview, skybox
 from .spec import ALIS_ANCHORS, ALIS_MODEL, ALIS_SKY, NodeSpec, Param
 
 MODEL_FOLDER = "alis"  # models/alis/, plus any "alis:" entries of extra_model_paths.yaml
@@ -24,7 +24,8 @@ MODEL_FOLDER = "alis"  # models/alis/, plus any "alis:" entries of extra_model_p
 AlisModelIO = io.Custom(ALIS_MODEL)
 AlisAnchorsIO = io.Custom(ALIS_ANCHORS)
 AlisSkyIO = io.Custom(ALIS_SKY)
-_CUSTOM_IO = {ALIS_MODEL: AlisModelIO, ALIS_ANCHORS: AlisAnchorsIO, ALIS_SKY: AlisSkyIO, "IMAGE": io.Image}
+_CUSTOM_IO = {ALIS_MODEL: AlisModelIO, ALIS_ANCHORS: AlisAnchorsIO, ALIS_SKY: AlisSkyIO, "IMAGE": io.Image,
+              "STRING": io.String}
 
 
 def register_model_folder() -> None:
@@ -204,9 +205,44 @@ class ALISSaveSkybox(io.ComfyNode):
         return io.NodeOutput(ui=ui.SavedImages(shown))
 
 
+class ALISInvertImage(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema_from_spec(invert.INVERT)
+
+    @classmethod
+    def execute(cls, model, image, **options) -> io.NodeOutput:
+        mm.throw_exception_if_processing_interrupted()
+        return io.NodeOutput(*invert.invert_photo(model, image, progress=_progress_callback(), **options))
+
+
+class ALISSaveAnchors(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return schema_from_spec(invert.SAVE)
+
+    @classmethod
+    def execute(cls, model, anchors, filename_prefix) -> io.NodeOutput:
+        invert.save_anchors_file(model, anchors, filename_prefix, output_dir=folder_paths.get_output_directory())
+        return io.NodeOutput()
+
+
+class ALISLoadAnchors(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        names = invert.anchors_file_names(folder_paths.get_input_directory())
+        return schema_from_spec(invert.LOAD, alis_anchor_files=names)
+
+    @classmethod
+    def execute(cls, model, anchors_file) -> io.NodeOutput:
+        return io.NodeOutput(invert.load_anchors_file(model, anchors_file,
+                                                      input_dir=folder_paths.get_input_directory()))
+
+
 NODES: list[type[io.ComfyNode]] = [
     ALISLoadCheckpoint, ALISAnchors, ALISJoinAnchors, ALISPanorama, ALISPanoramaToEquirect,
-    ALISEquirectToCubemap, ALISSeamCheck, ALISScrollFrames, ALISPreview360, ALISSaveSkybox,
+    ALISEquirectToCubemap, ALISSeamCheck, ALISScrollFrames, ALISPreview360, ALISInvertImage, ALISSaveAnchors,
+    ALISLoadAnchors, ALISSaveSkybox,
 ]
 
 

@@ -31,7 +31,8 @@ PACK_NAME = "ALIS-Panoramas"
 START_TIMEOUT_S = 240
 RUN_TIMEOUT_S = 300
 NODE_IDS = ["ALISLoadCheckpoint", "ALISAnchors", "ALISJoinAnchors", "ALISPanorama", "ALISPanoramaToEquirect",
-            "ALISEquirectToCubemap", "ALISSeamCheck", "ALISScrollFrames", "ALISPreview360", "ALISSaveSkybox"]
+            "ALISEquirectToCubemap", "ALISSeamCheck", "ALISScrollFrames", "ALISPreview360", "ALISInvertImage",
+            "ALISSaveAnchors", "ALISLoadAnchors", "ALISSaveSkybox"]
 
 
 def free_port() -> int:

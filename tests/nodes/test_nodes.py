@@ -55,7 +55,7 @@ def gradient_strip(h=16, w=64, batch=1):
 
 def test_node_ids_unique_prefixed_and_categorised():
     ids = [s.node_id for s in NODE_SPECS]
-    assert len(ids) == len(set(ids)) == 10
+    assert len(ids) == len(set(ids)) == 13
     assert all(i.startswith("ALIS") for i in ids)
     assert all(s.category.startswith("ALIS/") for s in NODE_SPECS)
     assert len({s.display_name for s in NODE_SPECS}) == len(NODE_SPECS)
@@ -115,7 +115,7 @@ print(len(ids), hasattr(pack, "comfy_entrypoint"), "comfy" in sys.modules, "comf
                           timeout=120)
     assert done.returncode == 0, done.stderr
     count, has_entry, comfy_loaded, comfy_api_loaded = done.stdout.split()
-    assert count == "10" and comfy_loaded == "False"
+    assert count == "13" and comfy_loaded == "False"
     assert has_entry == str(comfy_api_loaded == "True")  # registered only where comfy_api imports
 
 
