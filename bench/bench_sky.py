@@ -24,7 +24,7 @@ from alis_core.sky import complete_sky  # noqa: E402
 from training.synthetic import render_panorama  # noqa: E402
 from machine import cpu_name  # noqa: E402  (bench/machine.py)
 
-STRIPS = {"bundled 6 anchors": (128, 1536), "LHQ1024 4 anchors": (1024, 4096)}
+STRIPS = {"bundled 6 anchors": (128, 1536), "LHQ1024 4 anchors": (1024, 8192)}  # anchors 256 and 2048 px apart
 
 
 def strip(h: int, w: int) -> torch.Tensor:
