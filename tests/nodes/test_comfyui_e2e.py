@@ -23,6 +23,7 @@ import torch
 from PIL import Image
 
 import alis_core
+from model_server import ModelServer
 
 pytestmark = [pytest.mark.comfyui, pytest.mark.slow]
 
@@ -105,14 +106,24 @@ def server(tmp_path_factory):
     extra.write_text(f"alis_e2e:\n    alis: {models}\n")
     out = tmp_path_factory.mktemp("comfy_output")
     log = base / "server.log"
+    # `lhq1024` served from this machine: a model of its architecture (1024 px, w_dim 512, two
+    # patches per frame) with few channels, so that a frame renders in a second
+    lhq = alis_core.Generator(alis_core.GeneratorConfig(img_resolution=1024, z_dim=512, w_dim=512,
+                                                        channel_base=2048, channel_max=16)).eval()
+    alis_core.save_generator(lhq, models.parent / "lhq1024.safetensors")
+    models_server = ModelServer({"/lhq1024.safetensors": (models.parent / "lhq1024.safetensors").read_bytes()})
+    models_server.__enter__()
+    env = dict(os.environ, ALIS_HOME=str(tmp_path_factory.mktemp("alis_home")),
+               ALIS_URL_LHQ1024=models_server.url("/lhq1024.safetensors"))
+    env.pop("ALIS_OFFLINE", None)
 
     port = free_port()
     cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--base-directory", str(base),
            "--output-directory", str(out), "--extra-model-paths-config", str(extra)]
     with open(log, "wb") as log_file:
-        proc = subprocess.Popen(cmd, cwd=root, stdout=log_file, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=root, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     srv = Server(f"http://127.0.0.1:{port}", proc, log)
-    srv.output_dir = out
+    srv.output_dir, srv.alis_home, srv.models_server = out, Path(env["ALIS_HOME"]), models_server
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
@@ -127,6 +138,7 @@ def server(tmp_path_factory):
                 time.sleep(1)
         yield srv
     finally:
+        models_server.__exit__(None, None, None)
         proc.terminate()
         try:
             proc.wait(timeout=30)
@@ -279,3 +291,28 @@ def test_cancel_stops_a_long_panorama_promptly(server):
     assert entry["status"]["status_str"] == "error"
     kinds = [m[0] for m in entry["status"]["messages"]]
     assert "execution_interrupted" in kinds, kinds
+
+
+def test_a_known_model_name_downloads_on_first_use(server):
+    """The loader offers `lhq1024 (download)`; picking it downloads the model once (from this
+    machine's server, ALIS_URL_LHQ1024) into ALIS_HOME, and the graph renders with it."""
+    info = server.get("/object_info/ALISLoadCheckpoint")
+    names = info["ALISLoadCheckpoint"]["input"]["required"]["ckpt_name"]
+    names = names[1]["options"] if isinstance(names[0], str) and names[0] == "COMBO" else names[0]
+    assert "lhq1024 (download)" in names
+    prompt = {
+        "1": {"class_type": "ALISLoadCheckpoint", "inputs": {"ckpt_name": "lhq1024 (download)", "dtype": "float32",
+                                                              "fast": True}},
+        "2": {"class_type": "ALISAnchors", "inputs": {"model": ["1", 0], "seed": 1, "num_anchors": 2, "psi": 0.7,
+                                                       "seeds": ""}},
+        "3": {"class_type": "ALISPanorama", "inputs": {"model": ["1", 0], "anchors": ["2", 0], "wrap": False,
+                                                        "width": 64, "noise_mode": "none", "batch_size": 1,
+                                                        "noise_seed": 0}},
+        "4": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
+    }
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"])[:3000] + server.log_tail()
+    assert (server.alis_home / "models" / "lhq1024.safetensors").is_file()
+    assert len(server.models_server.behaviour.gets()) == 1
+    server.run(prompt)  # cached: nothing fetched again
+    assert len(server.models_server.behaviour.gets()) == 1
