@@ -51,6 +51,14 @@ def test_wheel_carries_the_trainer_and_the_default_model(wheel):
     assert "alis_core/models/default.safetensors" in names
 
 
+def test_wheel_carries_every_module_of_the_library(wheel):
+    """Subpackages are listed by hand in pyproject.toml: a new one (alis_core.cpu) must not be left out."""
+    names = set(wheel.namelist())
+    modules = {f"alis_core/{p.relative_to(ROOT / 'alis_core').as_posix()}"
+               for p in (ROOT / "alis_core").rglob("*.py") if "__pycache__" not in p.parts}
+    assert modules and modules <= names, sorted(modules - names)
+
+
 def test_alis_command_goes_through_the_tuning_entry(wheel):
     (entry_points,) = [n for n in wheel.namelist() if n.endswith(".dist-info/entry_points.txt")]
     lines = [line.replace(" ", "") for line in wheel.read(entry_points).decode().splitlines()]
