@@ -8,11 +8,12 @@ reads the node's WebGL canvas back (the viewer keeps its drawing buffer) and scr
 
     COMFYUI_DIR=/path/to/ComfyUI python -m pytest -q tests/nodes/test_comfyui_preview360.py
 """
+import base64
 import importlib.util
 import io
 import json
-import base64
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -107,7 +108,6 @@ def test_preview360_node_renders_in_the_comfyui_frontend(server, tmp_path):  # n
     direction_equirect().save(base / "input" / IMAGE_NAME)
 
     # the frontend serves the extension from the pack's WEB_DIRECTORY
-    import urllib.request
     with urllib.request.urlopen(f"{server.url}/extensions/{PACK_NAME}/comfyui/preview360.js", timeout=10) as r:
         assert b"ALISPreview360" in r.read()
 
