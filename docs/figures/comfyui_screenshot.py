@@ -160,7 +160,7 @@ class ComfyUI:
 class Chromium:
     """Headless Chromium driven through the DevTools protocol on a pipe (fds 3 and 4 of the child)."""
 
-    def __init__(self, exe: str, width: int, height: int, profile: Path):
+    def __init__(self, exe: str, width: int, height: int, profile: Path, webgl: bool = False):
         to_child_r, self._to_child = os.pipe()
         self._from_child, from_child_w = os.pipe()
 
@@ -169,7 +169,9 @@ class Chromium:
             os.dup2(high[0], 3)  # dup2 leaves the copies inheritable
             os.dup2(high[1], 4)
 
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        # WebGL (the ALIS Preview 360 node's three.js view) runs on SwiftShader: no GPU needed
+        gpu = ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"] if webgl else ["--disable-gpu"]
+        flags = ["--headless", "--no-sandbox", *gpu, "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--hide-scrollbars", "--mute-audio", f"--user-data-dir={profile}",
                  f"--window-size={width},{height}", "--remote-debugging-pipe", "about:blank"]
