@@ -113,6 +113,13 @@ def build_generate_command(
     return cmd
 
 
+def build_export_command(python: str, sky_path: str, folder: str, target: str) -> list[str]:
+    """argv for `<python> -m alis_core export SKY --target T --out DIR` (an engine preset, docs/ENGINES.md)."""
+    if target not in options.EXPORT_TARGETS:
+        raise BackendError(f"target {target!r} is unknown: use one of {', '.join(options.EXPORT_TARGETS)}")
+    return [python, "-m", "alis_core", "export", sky_path, "--target", target, "--out", folder]
+
+
 def sky_json_path(image_path: str) -> str:
     """The sidecar the CLI writes beside an equirect: sky.exr -> sky.json (as alis_core.sky.sky_json_path)."""
     return os.path.splitext(image_path)[0] + ".json"
@@ -513,6 +520,13 @@ class InProcessJob(Job):
 
 # ---------------------------------------------------------------------------------------------
 # In-process generation
+
+def export_in_process(sky_path: str, folder: str, target: str) -> list[str]:
+    """`alis export SKY --target T --out DIR` in this process (alis_core.export.export_sky): the files written."""
+    from alis_core import export
+
+    return export.export_sky(sky_path, folder, target)
+
 
 _generator_cache: dict[tuple[str, str, float], object] = {}
 
