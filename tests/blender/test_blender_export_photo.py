@@ -52,3 +52,51 @@ def test_save_image_reports_a_refused_export(bpy, addon_prefs, fresh_world, sky_
     with pytest.raises(RuntimeError, match="sky.hdr"):
         bpy.ops.alis.save_image(filepath=str(tmp_path / "x.exr"), target="godot")
     assert (tmp_path / "sky.hdr").read_text() == "someone else's file"
+
+
+def _sky_pixels(image):
+    w, h = image.size
+    return np.array(image.pixels[:], np.float32).reshape(h, w, 4)[::-1, :, :3]
+
+
+def test_generate_from_image_is_the_same_loop_with_both_backends(bpy, addon_prefs, fresh_world, sky_checkpoint,
+                                                                 tmp_path, monkeypatch):
+    import alis_core
+    import torch
+    from PIL import Image
+
+    G = alis_core.load_generator(sky_checkpoint, device="cpu")
+    with torch.no_grad():  # a 128 px landscape the tiny model can redraw
+        frame = alis_core.panorama(G, alis_core.sample_anchors(G, 2, 5, truncation_psi=0.7), wrap=False)
+    photo = tmp_path / "photo.png"
+    Image.fromarray((alis_core.image.to_unit(frame).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(photo)
+
+    s = fresh_world.alis_sky
+    s.anchors, s.resolution, s.photo = 4, 128, str(photo)
+    p = s.to_params()
+    stem = p.file_stem()
+    assert p.photo == str(photo) and stem.endswith(f"_p{p.photo_tag}") and len(p.photo_tag) == 8
+    os.utime(photo, ns=(1, 10**18))
+    assert s.to_params().file_stem() != stem  # an edited photo is another sky
+
+    skies = {}
+    for kind in ("IN_PROCESS", "SUBPROCESS"):
+        _use_backend(addon_prefs, kind, sky_checkpoint, monkeypatch)
+        assert bpy.ops.alis.generate_world() == {"FINISHED"}
+        skies[kind] = _sky_pixels(fresh_world.node_tree.nodes["ALIS Environment"].image)
+    assert skies["IN_PROCESS"].shape == (64, 128, 3)
+    # the CLI's file is Radiance HDR: RGBE keeps ~1% of each pixel's brightest channel
+    tolerance = 0.02 * skies["IN_PROCESS"].max(axis=2, keepdims=True) + 1e-3
+    assert (np.abs(skies["SUBPROCESS"] - skies["IN_PROCESS"]) <= tolerance).all()
+
+    s.photo = ""  # the photo changed the loop: without it the same seed gives another sky
+    _use_backend(addon_prefs, "IN_PROCESS", sky_checkpoint, monkeypatch)
+    assert bpy.ops.alis.generate_world() == {"FINISHED"}
+    assert np.abs(_sky_pixels(fresh_world.node_tree.nodes["ALIS Environment"].image) - skies["IN_PROCESS"]).mean() > 1e-3
+
+
+def test_generate_from_a_missing_image_says_so(bpy, addon_prefs, fresh_world, sky_checkpoint, tmp_path, monkeypatch):
+    _use_backend(addon_prefs, "IN_PROCESS", sky_checkpoint, monkeypatch)
+    fresh_world.alis_sky.photo = str(tmp_path / "gone.png")
+    with pytest.raises(RuntimeError, match="gone.png.*From Image"):
+        bpy.ops.alis.generate_world()
