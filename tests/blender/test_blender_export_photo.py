@@ -100,3 +100,23 @@ def test_generate_from_a_missing_image_says_so(bpy, addon_prefs, fresh_world, sk
     fresh_world.alis_sky.photo = str(tmp_path / "gone.png")
     with pytest.raises(RuntimeError, match="gone.png.*From Image"):
         bpy.ops.alis.generate_world()
+
+
+def test_export_and_photo_commands_parse_with_the_cli(tmp_path):
+    from alis_core.cli import build_parser
+
+    from blender_addon import backend
+    from blender_addon.params import SkyParams
+
+    photo = tmp_path / "p.png"
+    photo.write_bytes(b"")
+    p = SkyParams(anchors=6, photo=str(photo))
+    a = build_parser().parse_args(backend.build_generate_command("/py", p, "/o/sky.hdr")[3:])
+    assert (a.from_photo, a.anchors, a.wrap, a.context) == (str(photo), 6, True, True)
+    assert "--from-photo" not in backend.build_generate_command("/py", SkyParams(), "/o/sky.hdr")
+    a = build_parser().parse_args(backend.build_export_command("/py", "/t/sky.exr", "/out", "godot")[3:])
+    assert (a.command, a.sky, a.target, a.out) == ("export", "/t/sky.exr", "godot", "/out")
+    with pytest.raises(backend.BackendError, match="target 'quake'.*godot"):
+        backend.build_export_command("/py", "/t/sky.exr", "/out", "quake")
+    with pytest.raises(ValueError, match="Wrap"):
+        SkyParams(photo=str(photo), wrap=False).validate()
