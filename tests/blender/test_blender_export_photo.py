@@ -59,7 +59,7 @@ def _sky_pixels(image):
     return np.array(image.pixels[:], np.float32).reshape(h, w, 4)[::-1, :, :3]
 
 
-@pytest.mark.slow  # two 100-step inversions (alis generate has no steps option): 20 to 50 s on 2 busy CPUs
+@pytest.mark.slow  # two 100-step inversions (alis generate has no steps option): 21 to 85 s measured on 2 shared CPUs
 def test_generate_from_image_is_the_same_loop_with_both_backends(bpy, addon_prefs, fresh_world, sky_checkpoint,
                                                                  tmp_path, monkeypatch):
     import alis_core
