@@ -90,6 +90,8 @@ def build_generate_command(
     ]
     if params.wrap:
         cmd.append("--wrap")
+    if params.photo:
+        cmd += ["--from-photo", params.photo]  # the loop starts with the photo's inversion
     cmd += ["--equirect", output_path, "--horizon", f"{params.horizon:g}"]
     cmd.append("--context" if DEFAULTS.context else "--no-context")  # Blender's default, whatever the CLI's
     if not DEFAULTS.fast:
@@ -111,6 +113,13 @@ def build_generate_command(
         cmd += [f"--exposure={params.exposure:g}"]
     cmd += ["--progress-format", "lines"]
     return cmd
+
+
+def build_export_command(python: str, sky_path: str, folder: str, target: str) -> list[str]:
+    """argv for `<python> -m alis_core export SKY --target T --out DIR` (an engine preset, docs/ENGINES.md)."""
+    if target not in options.EXPORT_TARGETS:
+        raise BackendError(f"target {target!r} is unknown: use one of {', '.join(options.EXPORT_TARGETS)}")
+    return [python, "-m", "alis_core", "export", sky_path, "--target", target, "--out", folder]
 
 
 def sky_json_path(image_path: str) -> str:
@@ -514,6 +523,13 @@ class InProcessJob(Job):
 # ---------------------------------------------------------------------------------------------
 # In-process generation
 
+def export_in_process(sky_path: str, folder: str, target: str) -> list[str]:
+    """`alis export SKY --target T --out DIR` in this process (alis_core.export.export_sky): the files written."""
+    from alis_core import export
+
+    return export.export_sky(sky_path, folder, target)
+
+
 _generator_cache: dict[tuple[str, str, float], object] = {}
 
 
@@ -553,8 +569,14 @@ def generate_in_process(
     params.validate()
     G = generator if generator is not None else load_generator_cached(
         checkpoint, str(options.resolve_device(device, "device")))
+    if params.photo:  # fitted with gradients, so outside no_grad; the same call as `alis generate --from-photo`
+        from alis_core.invert import photo_loop_anchors
+
+        anchors, _ = photo_loop_anchors(G, None, [params.photo], params.anchors, params.seed, params.psi,
+                                        progress=progress)
     with torch.no_grad():
-        anchors = alis_core.sample_anchors(G, params.anchors, params.seed, truncation_psi=params.psi)
+        if not params.photo:
+            anchors = alis_core.sample_anchors(G, params.anchors, params.seed, truncation_psi=params.psi)
         # noise_seed (noise mode "random"): the scene seed doubles as it, as in the CLI
         strip = alis_core.panorama(G, anchors, wrap=params.wrap, noise_mode=params.noise_mode, progress=progress,
                                    noise_seed=params.seed, context=DEFAULTS.context)  # [3, H, W]

@@ -5,6 +5,7 @@ The operators stay thin: backend.py and installer.py run the work off the main t
 touches the datablocks. Only the main thread touches bpy data; a job hands back a file path or pixels.
 """
 import functools
+import json
 import os
 import random
 import shutil
@@ -16,12 +17,17 @@ import bpy
 from bpy_extras.io_utils import ExportHelper
 
 from . import backend, installer, params, pixels, world
+from .shared import options
 from .preferences import (OFFLINE_TEXT, backend_python, get_preferences, online_access, refresh_models,
                           setup_paths)
 
 _DEFAULT_PREFS = types.SimpleNamespace(
     backend="AUTO", python_path="", checkpoint="", device="auto", output_dir="", file_format=".hdr",
 )
+_TARGET_LABELS = {"threejs": "three.js", "babylon": "Babylon.js"}
+_TARGET_ITEMS = [("NONE", "None", "Save the equirect image itself (.exr, .hdr or .png)")] + [
+    (t, _TARGET_LABELS.get(t, t.title()), f"Write the {_TARGET_LABELS.get(t, t.title())} preset (cube map, "
+     "panorama, README.txt) into the chosen folder, as `alis export --target` does") for t in options.EXPORT_TARGETS]
 _NOT_DOWNLOADED_HINT = " (press Download next to it in the ALIS Sky preferences)"
 
 
@@ -210,6 +216,8 @@ class ALIS_OT_generate_world(JobOperator, bpy.types.Operator):
                 image = world.image_from_pixels(pixels.resize_equirect(native, p.width))
         else:
             image = world.image_from_pixels(job.result_pixels)
+        if job.result_sky:
+            image[world.SKY_INFO] = json.dumps(job.result_sky)  # Save Image's engine presets read the sun here
         world.store_image(image, self._output_dir, p.file_name(".exr"))
         settings = sky_world.alis_sky
         world.show_sky(sky_world, image, rotation=settings.rotation, strength=settings.strength)
@@ -249,13 +257,17 @@ class ALIS_OT_new_seed(bpy.types.Operator):
 
 
 class ALIS_OT_save_image(bpy.types.Operator, ExportHelper):
-    """Save the generated sky image to a file (.exr, .hdr or .png)"""
+    """Save the generated sky image to a file (.exr, .hdr or .png), or export it for a game engine"""
 
     bl_idname = "alis.save_image"
     bl_label = "Save Sky Image"
 
     filename_ext = ".exr"
     filter_glob: bpy.props.StringProperty(default="*.exr;*.hdr;*.png", options={"HIDDEN"})
+    target: bpy.props.EnumProperty(
+        name="Target", items=_TARGET_ITEMS, default="NONE",
+        description="An engine preset: its files go into the folder of the chosen path (the file name is unused)",
+    )
 
     @classmethod
     def poll(cls, context):
@@ -271,13 +283,45 @@ class ALIS_OT_save_image(bpy.types.Operator, ExportHelper):
 
     def execute(self, context):
         image = world.sky_image(context.scene.world)
+        path = os.path.abspath(bpy.path.abspath(self.filepath))
         try:
-            path = world.save_image_as(image, bpy.path.abspath(self.filepath))
-        except (ValueError, RuntimeError) as ex:
+            if self.target != "NONE":
+                folder = path if os.path.isdir(path) else os.path.dirname(path)
+                self._export(context, image, folder)
+                self.report({"INFO"}, f"ALIS sky: exported for {self.target} into {folder}")
+                return {"FINISHED"}
+            path = world.save_image_as(image, path)
+        except (ValueError, RuntimeError, backend.BackendError) as ex:
             self.report({"ERROR"}, f"ALIS sky: {ex}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"ALIS sky: saved {path}")
         return {"FINISHED"}
+
+    def _export(self, context, image, folder: str) -> None:
+        """`alis export SKY --target T --out folder` on the sky as generated: its EXR and sky.json, written
+        to a temporary folder (the datablock may be packed), run by the backend that Generate uses."""
+        prefs = _prefs(context)
+        python = bpy.path.abspath(prefs.python_path)
+        kind = backend.choose_backend(prefs.backend, python)
+        temp = tempfile.mkdtemp(prefix="alis_export_", dir=bpy.app.tempdir or None)
+        try:
+            sky = world.save_image_as(image, os.path.join(temp, "sky.exr"))
+            if image.get(world.SKY_INFO):
+                with open(backend.sky_json_path(sky), "w", encoding="utf-8") as f:
+                    f.write(image[world.SKY_INFO])
+            if kind == "SUBPROCESS":
+                job = backend.SubprocessJob(backend.build_export_command(python, sky, folder, self.target),
+                                            os.path.join(folder, "README.txt"))
+            else:
+                job = backend.InProcessJob(functools.partial(_export_job, sky, folder, self.target))
+            if job.wait() != backend.DONE:
+                raise backend.BackendError(job.error)
+        finally:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def _export_job(sky: str, folder: str, target: str, progress) -> None:
+    backend.export_in_process(sky, folder, target)
 
 
 class ALIS_OT_check_backend(bpy.types.Operator):

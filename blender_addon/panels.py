@@ -37,6 +37,7 @@ class WORLD_PT_alis_sky(bpy.types.Panel):
             layout.prop(settings, "model", icon="FILE_BLEND", placeholder="Preference")
         except TypeError:  # a Blender without placeholder text
             layout.prop(settings, "model", icon="FILE_BLEND")
+        layout.prop(settings, "photo")
         row = layout.row(align=True)
         row.prop(settings, "seed")
         row.operator("alis.new_seed", text="", icon="FILE_REFRESH")
@@ -45,7 +46,7 @@ class WORLD_PT_alis_sky(bpy.types.Panel):
         layout.prop(settings, "noise_mode")
         layout.prop(settings, "resolution")
         row = layout.row()
-        row.active = not external  # the CLI's --equirect always wraps
+        row.active = not external and not settings.photo  # the CLI's --equirect and a photo loop always wrap
         row.prop(settings, "wrap")
         col = layout.column(heading="Sky/Ground Fill")
         col.prop(settings, "horizon")

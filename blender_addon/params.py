@@ -6,6 +6,7 @@ Keeping it a frozen dataclass makes a run reproducible from its file name and ea
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import re
@@ -48,6 +49,9 @@ class SkyParams:
     strength:    Background strength (Blender only).
     model:       the World's Model as typed (a model name or a checkpoint path; "" = the preference's
                  Checkpoint). Only the file name uses it (model_label): the operator resolves the checkpoint.
+    photo:       "From Image": an absolute image path whose inversion starts the loop (alis generate
+                 --from-photo; alis_core.invert.photo_loop_anchors); "" = anchors from the seed alone.
+                 The loop always wraps then.
     """
 
     seed: int = 0
@@ -68,6 +72,15 @@ class SkyParams:
     rotation: float = 0.0
     strength: float = 1.0
     model: str = ""
+    photo: str = ""
+
+    @property
+    def photo_tag(self) -> str:
+        """8 hex digits of the photo's path and modification time ("" without a photo): an edited photo gets a new name."""
+        if not self.photo:
+            return ""
+        mtime = os.stat(self.photo).st_mtime_ns if os.path.isfile(self.photo) else 0
+        return hashlib.sha1(f"{self.photo}|{mtime}".encode("utf-8")).hexdigest()[:8]
 
     @property
     def model_label(self) -> str:
@@ -131,6 +144,10 @@ class SkyParams:
                              f"use {options.EXPOSURE_MIN:g}..{options.EXPOSURE_MAX:g} EV")
         if not math.isfinite(self.rotation):
             raise ValueError("rotation must be a finite angle")
+        if self.photo and not os.path.isfile(self.photo):
+            raise ValueError(f"photo {self.photo!r} does not exist: pick an image file in From Image (or clear it)")
+        if self.photo and not self.wrap:
+            raise ValueError("From Image makes a 360° loop: turn Wrap on")
 
     def file_stem(self) -> str:
         """A stable file name stem that names the settings that change the pixels (not rotation/strength).
@@ -150,6 +167,7 @@ class SkyParams:
         disk = "_disk" if self.sun_disk and self.sky == "physical" and self.sun_mode != "none" else ""
         ev = "" if self.exposure == 0 else f"_ev{self.exposure:+g}"
         model = f"_m{self.model_label}" if self.model_label else ""
+        model += f"_p{self.photo_tag}" if self.photo else ""
         return (
             f"alis_sky_s{self.seed}_k{self.anchors}_psi{self.psi:.2f}_{self.width}_{wrap}"
             f"_h{self.horizon:.2f}_x{self.strip_scale:.2f}_b{self.cap_blur:.2f}{noise}{sky}{sun}{disk}{ev}{model}"

@@ -1,5 +1,6 @@
 """Per-world sky settings (World.alis_sky) and per-session status (WindowManager.alis_sky_status)."""
 import math
+import os
 
 import bpy
 
@@ -47,6 +48,11 @@ class ALIS_WorldSettings(bpy.types.PropertyGroup):
         name="Model", default="", search=_search_models, search_options={"SUGGESTION"},
         description="Which generator: empty = the Checkpoint in the ALIS Sky preferences; 'default' = the bundled "
         "model; a downloaded or cached model's name (the preferences' Models list); or a .safetensors/.pkl path",
+    )
+    photo: bpy.props.StringProperty(
+        name="From Image", default="", subtype="FILE_PATH",
+        description="Start the 360° loop with this photo: Generate fits anchors that redraw it (a few seconds to "
+        "minutes), then continues it with new scenes from the seed; empty = scenes from the seed alone",
     )
     seed: bpy.props.IntProperty(name="Seed", default=0, min=0, max=params.MAX_SEED,
                                 description="Scene seed: which landscapes the anchors show")
@@ -118,7 +124,8 @@ class ALIS_WorldSettings(bpy.types.PropertyGroup):
 
     def to_params(self) -> params.SkyParams:
         return params.SkyParams(
-            seed=self.seed, anchors=self.anchors, psi=self.psi, noise_mode=self.noise_mode, width=self.resolution // 2 * 2, wrap=self.wrap,
+            seed=self.seed, anchors=self.anchors, psi=self.psi, noise_mode=self.noise_mode, width=self.resolution // 2 * 2,
+            wrap=self.wrap or bool(self.photo.strip()),  # a photo loop always wraps
             horizon=self.horizon, strip_scale=self.strip_scale, cap_blur=self.cap_blur,
             sky=self.sky, sun_mode=self.sun_mode,
             # rounded: a float32 angle of 60° reads back as 59.999996°
@@ -126,6 +133,7 @@ class ALIS_WorldSettings(bpy.types.PropertyGroup):
             sun_elevation_deg=round(math.degrees(self.sun_elevation), 4),
             sun_lamp=self.sun_lamp, exposure=round(self.exposure, 4),
             rotation=self.rotation, strength=self.strength, model=self.model,
+            photo=os.path.abspath(bpy.path.abspath(self.photo)) if self.photo.strip() else "",
         )
 
 

@@ -18,6 +18,7 @@ import numpy as np
 from . import pixels
 
 TAG = "alis_sky"
+SKY_INFO = "alis_sky_info"  # on the sky image: its sky.json (SkyInfo dict) as a JSON string, for exports
 NODE_TEXCOORD = "ALIS Texture Coordinate"
 NODE_MAPPING = "ALIS Mapping"
 NODE_ENVIRONMENT = "ALIS Environment"
