@@ -18,5 +18,12 @@ class _RootAsPlainFolder:
         return None
 
 
+def pytest_terminal_summary(terminalreporter, config):
+    # pytest-randomly prints its seed in the header, which -q (the README's command) hides
+    seed = getattr(config.option, "randomly_seed", None)
+    if isinstance(seed, int):
+        terminalreporter.write_line(f"test order: pytest-randomly seed {seed} (--randomly-seed={seed} repeats it)")
+
+
 def pytest_configure(config):
     config.pluginmanager.register(_RootAsPlainFolder(), "alis-root-as-plain-folder")
