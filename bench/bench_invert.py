@@ -25,7 +25,7 @@ import torch  # noqa: E402
 
 import alis_core  # noqa: E402
 from alis_core import invert, options  # noqa: E402
-from bench_sky import cpu_name  # noqa: E402
+from machine import cpu_name  # noqa: E402  (bench/machine.py)
 from training.synthetic import render_panorama  # noqa: E402
 
 

@@ -10,7 +10,6 @@ main + PL / pl_interval + R1 / r1_interval, each part timed on its own after a w
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -23,20 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.config import PRESETS, preset  # noqa: E402
 from training.data import prepare_dataset  # noqa: E402
 from training.loop import Trainer  # noqa: E402
+from machine import cpu_name  # noqa: E402  (bench/machine.py)
 
 DEFAULT_BATCH = {"tiny": 8, "default128": 8, "lhq256": 4, "lhq1024": 2}
-
-
-def machine() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return name
 
 
 def _sync(device: torch.device) -> None:
@@ -90,7 +78,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    where = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else machine()
+    where = torch.cuda.get_device_name(0) if a.device.startswith("cuda") else cpu_name()
     print(f"machine: {where}; torch {torch.__version__}; threads {torch.get_num_threads()}; device {a.device}")
     header = f"{'preset':<10} {'dtype':<9} {'batch':>5} {'images/s':>9} {'sec/kimg':>9} {'main s':>7} {'PL s':>7} {'R1 s':>7}"
     print(header)
