@@ -511,7 +511,7 @@ def _report(paths: Sequence[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# alis info / convert
+# alis invert
 
 def _add_invert(sub) -> None:
     p = sub.add_parser("invert", help="fit anchors that redraw a photo (for --anchors-file)",
@@ -561,6 +561,9 @@ def cmd_invert(a) -> int:
         return 130
     return 0
 
+
+# ---------------------------------------------------------------------------------------------
+# alis info / convert
 
 def _add_info(sub) -> None:
     p = sub.add_parser("info", help="print a checkpoint's architecture and panorama geometry")

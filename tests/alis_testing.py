@@ -53,3 +53,16 @@ def check_official_outputs(G: Generator, t: dict, tol: float = 1e-4, rel: float 
         pano = alis_core.panorama(G, t["out.panorama_ws"])
         assert pano.shape == t["out.panorama"].shape
         assert err(pano, t["out.panorama"]) <= tol
+
+
+def direction_sky(h: int):
+    """A [3, h, 2h] equirect whose colour is its direction: RGB = (d + 1) / 2, d the unit vector in
+    Blender's world (z up; u = 0.5 - azimuth / 360, the project's convention), written by hand."""
+    import numpy as np
+    w = 2 * h
+    u = (np.arange(w) + 0.5) / w
+    t = (np.arange(h) + 0.5) / h
+    az = (0.5 - u)[None, :] * 2 * np.pi
+    el = (0.5 - t)[:, None] * np.pi
+    d = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el) + 0 * az])
+    return torch.from_numpy((d + 1) / 2).float()

@@ -17,6 +17,7 @@ import torch
 from alis_core import AlisError
 from alis_core import export
 from alis_core.image import load_float_image, load_image, save_float_image, save_png, linear_to_srgb
+from alis_testing import direction_sky as coloured_by_direction
 
 H = 64  # equirect [3, 64, 128]; faces 32 px
 TOL = 0.025  # 8-bit quantisation + bilinear sampling of a smooth field; a mirrored face is off by > 0.1
@@ -31,14 +32,7 @@ def unit(v):
 
 
 def direction_sky(h=H):
-    """[3, h, 2h] equirect, RGB = (d + 1) / 2 (the project's convention, by hand)."""
-    w = 2 * h
-    u = (np.arange(w) + 0.5) / w
-    t = (np.arange(h) + 0.5) / h
-    az = (0.5 - u)[None, :] * 2 * np.pi
-    el = (0.5 - t)[:, None] * np.pi
-    d = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el) + 0 * az])
-    return torch.from_numpy((d + 1) / 2).float()
+    return coloured_by_direction(h)
 
 
 def expected(b):

@@ -17,19 +17,14 @@ import torch
 from alis_core import export, viewer
 from alis_core.image import save_float_image, save_png, linear_to_srgb
 from chromium_testing import centre, screenshots
+from alis_testing import direction_sky as coloured_by_direction
 
 H = 64
 TOL = 10 / 255  # 8-bit PNG -> three.js cube render target -> 8-bit screenshot
 
 
 def direction_sky(h=H):
-    w = 2 * h
-    u = (np.arange(w) + 0.5) / w
-    t = (np.arange(h) + 0.5) / h
-    az = (0.5 - u)[None, :] * 2 * np.pi
-    el = (0.5 - t)[:, None] * np.pi
-    d = np.stack([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el) + 0 * az])
-    return torch.from_numpy((d + 1) / 2).float()
+    return coloured_by_direction(h)
 
 
 def look(yaw, pitch):
