@@ -66,12 +66,14 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            "Skybox/6 Sided (8-bit): the six PNGs go into the slots their names give:\n"
            "Left [+X] left+x.png, Right [-X] right-x.png, Up [+Y] up+y.png, Down [-Y] down-y.png,\n"
            "Front [+Z] front+z.png, Back [-Z] back-z.png (Wrap Mode: Clamp).\n", "unity"),
-    Preset("unreal", "Unreal Engine", ((1, 0, 0), (0, -1, 0), (0, 0, 1)), None, None, None, "sky.hdr", 0.0,
+    # Unreal's long-lat import shows the centre column at Unreal -Y (Blender +Y) and +X a quarter
+    # of the width to its right (docs/ENGINES.md): turn Blender +X to that column.
+    Preset("unreal", "Unreal Engine", ((1, 0, 0), (0, -1, 0), (0, 0, 1)), None, None, None, "sky.hdr", -0.25,
            "Import sky.hdr (it becomes a Texture Cube from the long-lat image). Enable the HDRI Backdrop\n"
-           "plugin, place an HDRI Backdrop actor and set its Cubemap to the imported texture; or use the\n"
-           "texture as a Sky Light's Source Cubemap. The image's centre column is Blender +X (azimuth 0);\n"
-           "the axes below assume Unreal shows it at +X: if the sun lamp and the sun in the sky disagree,\n"
-           "turn the HDRI Backdrop about Z until they match.\n", "unreal"),
+           "plugin, place an HDRI Backdrop actor (Rotation left at 0) and set its Cubemap to the imported\n"
+           "texture; or use the texture as a Sky Light's Source Cubemap (Source Cubemap Angle 0). The\n"
+           "image is turned so that Unreal shows Blender +X (azimuth 0) at Unreal +X: the sun lamp\n"
+           "below matches the sun in the sky.\n", "unreal"),
     Preset("godot", "Godot", _Y_UP_RIGHT, _EYE, None, "2x3", "sky.hdr", 0.25,
            "Panorama: WorldEnvironment > Environment > Background: Sky; Sky > Sky Material:\n"
            "PanoramaSkyMaterial with Panorama = sky.hdr.\n"
