@@ -103,8 +103,9 @@ def unity_dir(b):
 @pytest.mark.parametrize("b", PROBES)
 def test_unity_six_sided_slots(sky_png, tmp_path, b):
     # Unity 6 Sided skybox: slots Left [+X], Right [-X], Up [+Y], Down [-Y], Front [+Z], Back [-Z]
-    # (docs.unity3d.com Manual/shader-skybox-6sided.html), each a cube face as a Unity Cubemap holds
-    # it (Direct3D convention, gl_face above).
+    # (docs.unity3d.com Manual/shader-skybox-6sided.html), each read as the cube face a Unity Cubemap
+    # holds (Direct3D convention, gl_face above); no public source gives the in-slot orientation
+    # (Unity's skybox mesh UVs), see docs/ENGINES.md.
     out = export_to(sky_png, tmp_path, "unity")
     slots = ["left+x.png", "right-x.png", "up+y.png", "down-y.png", "front+z.png", "back-z.png"]
     face, s, t = gl_face(unity_dir(b))
