@@ -1,6 +1,7 @@
 """Photo inversion (alis_core.invert): the fitted anchors redraw the photo inside a closed loop."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from alis_core.anchors import load_anchors, sample_anchors, save_anchors
 from alis_core.cli import main
 from alis_core.panorama import panorama, seam_score
 from alis_testing import make_tiny
+
+CAMERA_PHOTO = Path(__file__).resolve().parents[2] / "docs" / "img" / "aitzgorri.jpg"  # docs/img/CREDITS.md
 
 
 def loop_of(G, anchors):
@@ -51,6 +54,29 @@ def test_bundled_model_frame_is_redrawn_at_27_db_and_the_loop_shows_it():
     assert invert.psnr(window, r.target) >= r.psnr - 1.0
     assert torch.allclose(window, r.recon, atol=1e-4)
     assert seam_score(loop, G.config.patch_width) < 1.5  # the photo's context anchors stay in the model's range
+
+
+def test_camera_photo_inverts_to_the_reported_psnr_and_its_loop_closes_exactly(tmp_path, capsys):
+    """The docs' camera photo (a 768 x 512 JPEG) through `alis invert` with the bundled model: the
+    PSNR it prints is the one the loop's pixels have at the printed columns, and the loop closes."""
+    out = tmp_path / "photo.safetensors"
+    assert run(["invert", CAMERA_PHOTO, "--out", out, "--steps", 10, "--seed", 12, "--progress-format", "none"]) == 0
+    m = re.search(r"reconstruction PSNR (\d+\.\d+) dB; the photo is columns (\d+)\.\.(\d+)", capsys.readouterr().err)
+    assert m, "alis invert printed no PSNR"
+    reported, x0, x1 = float(m[1]), int(m[2]), int(m[3])
+    G = alis_core.load_generator(fast=True)
+    w, info = load_anchors(out, G)
+    assert (x0, x1) == tuple(info["columns"]) == (256, 448)  # 3:2 at the model's 128 px: 192 px from anchor 1
+    photo = invert.read_photo(CAMERA_PHOTO)
+    target, _ = invert.photo_to_target(G, photo)
+    start = invert.invert_image(G, photo, steps=0, seed=12).psnr  # the starting code, before any step
+    assert reported > start + 1.0, (reported, start)  # the fit moved the anchors towards the photo
+    anchors, starts = invert.loop_anchors(G, [w], 6, seed=3)
+    assert starts == [0]
+    loop = loop_of(G, anchors)
+    assert invert.psnr(loop[:, :, x0:x1], target) == pytest.approx(reported, abs=0.01)
+    rolled = loop_of(G, torch.roll(anchors, 1, dims=0))  # the 360° seam is like any anchor boundary
+    assert torch.allclose(rolled, torch.roll(loop, G.anchor_spacing, dims=2), atol=1e-5)
 
 
 def test_recon_is_what_the_loop_renders_for_a_photo_wider_than_a_frame(tiny_G):
