@@ -449,3 +449,117 @@ def torgb_skip(y, anchors, left, coef_a, coef_b, bias, lo, hi, prev, out, batch,
                 f = lo if f < lo else f
                 f = hi if f > hi else f
                 dst[3 * j + c] = f + up[3 * j + c]
+
+
+@njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+def lut_rows(src, out, y0, lut, sums):
+    """out[c, y0 + y, x] = lut interpolated at src[c, y, x] (clamped to [0, 1]): src float32
+    [3, R, W], out float32 [3, H, W], lut float32 [N + 1] sampled at i / N (the sky's calibration);
+    sums[c, y0 + y] (float64 [3, H]) = the row's sum. The index is clamped after the conversion,
+    so no input (NaN included) reads outside lut."""
+    n = lut.shape[0] - 1
+    fn = np.float32(n)
+    rows, w = src.shape[1], src.shape[2]
+    for task in prange(3 * rows):
+        c, y = task // rows, task % rows
+        s = src[c, y]
+        d = out[c, y0 + y]
+        total = np.float32(0)
+        for x in range(w):
+            v = min(max(s[x], np.float32(0)), np.float32(1)) * fn
+            i = min(max(np.int32(v), np.int32(0)), np.int32(n - 1))
+            f = v - np.float32(i)
+            d[x] = lut[i] + f * (lut[i + 1] - lut[i])
+            total += d[x]
+        sums[c, y0 + y] = total
+
+
+@njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+def sky_rows(out, y0, smooth, r0, r1, wr, c0, c1, wc, mirror, mrow, ramp, tex, ru, rv, cosx, sinx, sums):
+    """Rows y0 .. y0 + n of a sky (out float32 [3, H, W]) as smooth * detail, in one pass:
+    smooth: the grid ``smooth`` [3, Rs, Ws] interpolated bilinearly (row y: rows r0[y], r1[y],
+    weight wr[y]; column x: columns c0[x], c1[x], weight wc[x]); detail: the texture ``tex``
+    [K, Q, 3] (channels last: one cache line serves a texel's three channels) laid on a plane,
+    periodic in Q and mirrored in K (period P = 2K), sampled bilinearly at
+    (frac(rv[y] * sinx[x]) * P, frac(ru[y] * cosx[x]) * Q), the plane seen from row y at column
+    x; where mrow[y] >= 0, lerp(mirror[mrow[y], x], that, ramp[y]) (mirror [K', W, 3], channels
+    last too); sums[c, y0 + y] (float64 [3, H]) = the row's sum. `sky._continue_band`.
+    Texture indices are clamped after their conversion, so no input reads outside tex."""
+    n, w = r0.shape[0], cosx.shape[0]
+    ws = smooth.shape[2]
+    k, q = np.int32(tex.shape[0]), np.int32(tex.shape[1])
+    p = np.int32(2 * k)
+    zero, one = np.int32(0), np.int32(1)
+    for y in prange(n):
+        a, b, t = r0[y], r1[y], wr[y]
+        row = np.empty((3, ws), np.float32)  # the smooth grid's row y (interpolated between rows)
+        for c in range(3):
+            for j in range(ws):
+                row[c, j] = smooth[c, a, j] + t * (smooth[c, b, j] - smooth[c, a, j])
+        m, rp = mrow[y], ramp[y]
+        fu, fv = ru[y], rv[y]
+        o0, o1, o2 = out[0, y0 + y], out[1, y0 + y], out[2, y0 + y]
+        s0, s1, s2 = np.float32(0), np.float32(0), np.float32(0)
+        for x in range(w):
+            ca, cb, s = c0[x], c1[x], wc[x]
+            u = fu * cosx[x]
+            u = (u - np.floor(u)) * q
+            v = fv * sinx[x]
+            v = (v - np.floor(v)) * p
+            iu = min(max(np.int32(u), zero), q - one)
+            iv = min(max(np.int32(v), zero), p - one)
+            du = np.float32(u - iu)
+            dv = np.float32(v - iv)
+            iu1 = iu + one if iu + one < q else zero
+            iv1 = iv + one if iv + one < p else zero
+            ra = iv if iv < k else p - one - iv  # the mirrored half
+            rb = iv1 if iv1 < k else p - one - iv1
+            ta, tb, tc, td = tex[ra, iu], tex[ra, iu1], tex[rb, iu], tex[rb, iu1]
+            d0 = ta[0] + du * (tb[0] - ta[0])
+            d0 += dv * (tc[0] + du * (td[0] - tc[0]) - d0)
+            d1 = ta[1] + du * (tb[1] - ta[1])
+            d1 += dv * (tc[1] + du * (td[1] - tc[1]) - d1)
+            d2 = ta[2] + du * (tb[2] - ta[2])
+            d2 += dv * (tc[2] + du * (td[2] - tc[2]) - d2)
+            if m >= 0:
+                mv = mirror[m, x]
+                d0 = mv[0] + rp * (d0 - mv[0])
+                d1 = mv[1] + rp * (d1 - mv[1])
+                d2 = mv[2] + rp * (d2 - mv[2])
+            o0[x] = (row[0, ca] + s * (row[0, cb] - row[0, ca])) * d0
+            o1[x] = (row[1, ca] + s * (row[1, cb] - row[1, ca])) * d1
+            o2[x] = (row[2, ca] + s * (row[2, cb] - row[2, ca])) * d2
+            s0 += o0[x]
+            s1 += o1[x]
+            s2 += o2[x]
+        sums[0, y0 + y], sums[1, y0 + y], sums[2, y0 + y] = s0, s1, s2
+
+
+@njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+def detail_rows(src, out, taps, lo, hi):
+    """The fine detail of image rows: out[y, x, c] = clamp(src[c, y, x] / max(b, 1e-6), lo, hi),
+    b = src[c, y] blurred along the row by ``taps`` (odd length, centred; circular across the
+    seam). src float32 [3, K, W] (any strides), out float32 [K, W, 3] (channels last, as
+    `sky_rows` reads a texture). `sky._detail_texture`."""
+    k, w = src.shape[1], src.shape[2]
+    r = taps.shape[0] // 2
+    lo, hi = np.float32(lo), np.float32(hi)
+    for task in prange(3 * k):
+        c, y = task // k, task % k
+        row = src[c, y]
+        buf = np.empty(w + 2 * r, np.float32)
+        for x in range(w):
+            buf[r + x] = row[x]
+        for x in range(r):
+            buf[x] = row[(x - r) % w]
+            buf[r + w + x] = row[x % w]
+        acc = np.zeros(w, np.float32)
+        for t in range(2 * r + 1):
+            wt = taps[t]
+            seg = buf[t:t + w]
+            for x in range(w):
+                acc[x] += wt * seg[x]
+        dst = out[y]
+        for x in range(w):
+            v = buf[r + x] / max(acc[x], np.float32(1e-6))
+            dst[x, c] = min(max(v, lo), hi)

@@ -354,6 +354,71 @@ def torgb_skip(y: Tensor, coef_a: Tensor, coef_b: Tensor, bias: Tensor, clamp: f
     return out
 
 
+def _np(t: Tensor, dtype) -> np.ndarray:
+    return t.detach().to(dtype).contiguous().numpy()
+
+
+def _check_sky_out(out: Tensor, sums: Tensor) -> None:
+    if out.dtype != F32 or not out.is_contiguous() or out.ndim != 3 or out.shape[0] != 3:
+        raise ValueError(f"out must be dense float32 [3, H, W], got {out.dtype} {list(out.shape)}")
+    if sums.dtype != torch.float64 or not sums.is_contiguous() or tuple(sums.shape) != tuple(out.shape[:2]):
+        raise ValueError(f"sums must be dense float64 {list(out.shape[:2])}, got {sums.dtype} {list(sums.shape)}")
+
+
+def lut_rows(src: Tensor, out: Tensor, y0: int, lut: Tensor, sums: Tensor) -> None:
+    """out[:, y0:y0 + R] = lut interpolated at src [3, R, W] (clamped to [0, 1]; lut [N + 1]
+    float32 sampled at i / N): the sky's calibration in one pass; sums[:, y0:y0 + R] the rows'
+    sums. out: float32 [3, H, W], sums: float64 [3, H], both dense."""
+    impl = _load()
+    _check_sky_out(out, sums)
+    if src.shape[0] != 3 or src.shape[-1] != out.shape[-1] or not 0 <= y0 <= out.shape[1] - src.shape[1]:
+        raise ValueError(f"src [3, R, W] must fit in out {list(out.shape)} at row {y0}, got {list(src.shape)}")
+    with _threads():  # src with any strides: no copy
+        impl.lut_rows(src.detach().float().numpy(), out.numpy(), int(y0), _np(lut, F32), sums.numpy())
+
+
+def detail_rows(src: Tensor, taps: Tensor, lo: float, hi: float) -> Tensor:
+    """src [3, K, W] (float32, any strides) -> its rows' fine detail, clamp(src / blur(src), lo, hi)
+    with the blur ``taps`` along each row (circular): [3, K, W] in channels-last memory (a view
+    of [K, W, 3], the layout `sky_rows` samples)."""
+    impl = _load()
+    k, w = src.shape[1], src.shape[2]
+    if src.shape[0] != 3 or taps.numel() % 2 == 0:
+        raise ValueError(f"src must be [3, K, W] and taps odd in number, got {list(src.shape)}, {taps.numel()} taps")
+    out = torch.empty(k, w, 3)
+    with _threads():
+        impl.detail_rows(src.detach().float().numpy(), out.numpy(), _np(taps, F32), float(lo), float(hi))
+    return out.permute(2, 0, 1)
+
+
+def sky_rows(out: Tensor, y0: int, smooth: Tensor, rows: tuple, cols: tuple, mirror: Tensor | None,
+             mrow: Tensor, ramp: Tensor, detail: Tensor, ru: Tensor, rv: Tensor, cosx: Tensor, sinx: Tensor,
+             sums: Tensor) -> None:
+    """Rows y0 .. y0 + n of a sky as smooth * detail in one pass (`sky._continue_band`): smooth
+    [3, Rs, Ws] interpolated by rows = (r0, r1, wr) [n] and cols = (c0, c1, wc) [W]; detail: the
+    texture detail [3, K, Q] on a plane, periodic in Q and mirrored in K (period P = 2K), at
+    (frac(rv * sin) * P, frac(ru * cos) * Q), lerped from mirror [3, K, W] rows mrow (where >= 0)
+    by ramp; sums[:, y0:y0 + n] the rows' sums. out: float32 [3, H, W], sums: float64 [3, H], both
+    dense. mirror and detail are read channels last: pass them in channels-last memory (as
+    `detail_rows` makes them) to spare a copy."""
+    impl = _load()
+    _check_sky_out(out, sums)
+    (r0, r1, wr), (c0, c1, wc) = rows, cols
+    n, w = len(r0), out.shape[-1]
+    if not 0 <= y0 <= out.shape[1] - n or len(c0) != w or smooth.shape[0] != 3 or detail.shape[0] != 3 \
+            or int(r0.min()) < 0 or int(r1.max()) >= smooth.shape[1] or int(c0.min()) < 0 \
+            or int(c1.max()) >= smooth.shape[2] or (mirror is not None and int(mrow.max()) >= mirror.shape[1]) \
+            or (mirror is not None and mirror.shape[2] != w):
+        raise ValueError(f"sky_rows: rows {y0}..{y0 + n} of {list(out.shape)}, smooth {list(smooth.shape)}, "
+                         f"detail {list(detail.shape)}: the maps must index inside them")
+    i64, f64 = torch.int64, torch.float64
+    mir = torch.zeros(1, 1, 3) if mirror is None else mirror.permute(1, 2, 0)  # channels last: a view, if it is
+    with _threads():
+        impl.sky_rows(out.numpy(), int(y0), _np(smooth, F32), _np(r0, i64), _np(r1, i64), _np(wr, F32),
+                      _np(c0, i64), _np(c1, i64), _np(wc, F32), _np(mir, F32), _np(mrow, i64), _np(ramp, F32),
+                      _np(detail.permute(1, 2, 0), F32), _np(ru, f64), _np(rv, f64), _np(cosx, f64), _np(sinx, f64), sums.numpy())
+
+
 def warm_up() -> bool:
     """Load (on first use ever: compile) every kernel now, on tiny inputs, so that no later call
     pays for it; False where the kernels are unavailable. Loading takes about half a second and
@@ -378,4 +443,12 @@ def warm_up() -> bool:
         for left in (None, torch.zeros(1, 2, dtype=torch.int64)):
             torgb_skip(torch.zeros(1, 2, 2, 6, dtype=dtype), torch.ones(1, 1, 2), torch.zeros(1, 1, 2), torch.zeros(3),
                        1.0, torch.zeros(1, 3, 1, 1), left)
+    out, sums = torch.zeros(3, 4, 8), torch.zeros(3, 4, dtype=torch.float64)  # the sky's
+    for src in (torch.zeros(3, 1, 8), torch.zeros(1, 8, 3).permute(2, 0, 1)):  # dense, or a strided view
+        lut_rows(src, out, 1, torch.zeros(3), sums)
+        tex = detail_rows(src + 1, torch.ones(3) / 3, 0.5, 2.0)
+    i0 = torch.zeros(1, dtype=torch.int64)
+    for mirror in (None, tex):
+        sky_rows(out, 0, torch.ones(3, 1, 8), (i0, i0, torch.zeros(1)), (torch.arange(8), torch.arange(8), torch.zeros(8)),
+                 mirror, i0, torch.ones(1), tex, torch.ones(1), torch.ones(1), torch.ones(8), torch.zeros(8), sums)
     return True

@@ -189,6 +189,29 @@ def _calibrate(strip01: torch.Tensor) -> torch.Tensor:
     return torch.where(y > k, k - (1 - k) * torch.log1p(-arg), y)
 
 
+_LUT_SIZE = 1 << 16  # calibration table intervals: within 2e-6 of _calibrate below sRGB 0.95
+_lut: Optional[torch.Tensor] = None
+
+
+def _calibrate_into(out: torch.Tensor, y0: int, strip01: torch.Tensor, sums: torch.Tensor) -> None:
+    """out[:, y0:y0 + R] = _calibrate(strip01 [3, R, W]), sums[:, y0:y0 + R] (float64) the rows'
+    sums; with the compiled kernels, in one pass through a table of _calibrate (pow and log per
+    pixel cost more than the rest of the sky)."""
+    global _lut
+    from . import kernels
+    if kernels.available():
+        if _lut is None:
+            _lut = _calibrate(torch.arange(_LUT_SIZE + 1, dtype=torch.float64) / _LUT_SIZE).float()
+        try:
+            kernels.lut_rows(strip01, out, y0, _lut, sums)
+            return
+        except kernels.KernelFailure:
+            pass
+    rows = slice(y0, y0 + strip01.shape[1])
+    out[:, rows] = _calibrate(strip01)
+    sums[:, rows] = out[:, rows].sum(-1)
+
+
 def _luminance(x: torch.Tensor) -> torch.Tensor:
     return x[0] * _LUMA[0] + x[1] * _LUMA[1] + x[2] * _LUMA[2]
 
@@ -300,22 +323,32 @@ def _circular_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return torch.fft.irfft(torch.fft.rfft(x.float(), dim=-1)[:, None] * gain[None], n=w, dim=-1)
 
 
-def _plane_detail(tex: torch.Tensor, elev: torch.Tensor, azim: torch.Tensor, texel: float) -> torch.Tensor:
-    """Sample a detail texture [C, K, W] laid on a horizontal plane at unit distance, tiled in
-    one axis and mirrored in the other, for view directions at angles ``elev`` [R] (radians,
-    from the plane's horizon towards it, in (0, pi/2]) and azimuths [W]. ``texel`` is one
-    texel's size on the plane. Returns [C, R, W]: texture that shrinks with distance, as on a
-    real ground (or cloud deck), and is regular at the pole (no pinch, no radial streaks)."""
-    c, k, w = tex.shape
+def _plane_tile(tex: torch.Tensor) -> torch.Tensor:
+    """A detail texture [C, K, W] as one period of a plane texture tiled in one axis and mirrored
+    in the other: [C, 2K + 1, W + 1], its last row and column repeating the first (for bilinear)."""
     tile = torch.cat([tex, tex.flip(1)], dim=1)  # mirrored: periodic in both axes, [C, 2K, W]
     tile = torch.cat([tile, tile[:, :1]], dim=1)
-    tile = torch.cat([tile, tile[..., :1]], dim=-1)  # [C, 2K + 1, W + 1]: the wrap for bilinear
-    # (align_corners=True: -1 is texel 0, +1 the repeated texel 0 one period on)
-    r = (1.0 / torch.tan(elev.clamp(min=1e-3))).float()[:, None] / texel  # [R, 1] texels
-    grid = torch.empty(1, len(elev), len(azim), 2)
-    # Coordinates as fractions of each period, shifted positive so that frac() wraps them
-    # (cheaper than remainder); the shift stays small, so float32 keeps a fine fraction.
-    for axis, trig, period in ((0, azim.cos(), w), (1, azim.sin(), 2 * k)):
+    return torch.cat([tile, tile[..., :1]], dim=-1).contiguous()
+
+
+def _plane_radius(elev: torch.Tensor, texel: float) -> torch.Tensor:
+    """Distance along a horizontal plane at unit distance, in texels, of view directions at
+    angles ``elev`` [R] (radians) from the plane's horizon: [R] float64."""
+    return 1.0 / torch.tan(elev.double().clamp(min=1e-3)) / texel
+
+
+def _plane_detail(tile: torch.Tensor, radius: torch.Tensor, azim: torch.Tensor) -> torch.Tensor:
+    """Sample a plane texture (``_plane_tile``, [C, P + 1, Q + 1]) for view directions at
+    ``radius`` [R] texels from the point under (or over) the eye and azimuths [W]: [C, R, W].
+    Texture that shrinks with distance, as on a real ground (or cloud deck), and is regular at
+    the pole (no pinch, no radial streaks)."""
+    p, q = tile.shape[1] - 1, tile.shape[2] - 1
+    r = radius.float()[:, None]
+    grid = torch.empty(1, len(radius), len(azim), 2)
+    # (align_corners=True: -1 is texel 0, +1 the repeated texel 0 one period on.) Coordinates as
+    # fractions of each period, shifted positive so that frac() wraps them (cheaper than
+    # remainder); the shift stays small, so float32 keeps a fine fraction.
+    for axis, trig, period in ((0, azim.cos(), q), (1, azim.sin(), p)):
         g = grid[0, ..., axis]
         shift = math.ceil(float(r.max()) / period) + 1
         torch.mul(r / period, trig.float()[None], out=g)
@@ -327,8 +360,18 @@ def _detail_texture(rows: torch.Tensor, clamp: float = 1.3, sigma: float = _DETA
     """Band rows [C, K, W] (linear) -> their fine detail: each row's ratio to its own Gaussian
     blur of ``sigma`` columns (circular across the seam), [C, K, W]. Blurring along rows only
     keeps horizontal edges (a shore, a skyline, the band's gradient) out: laid on a plane they
-    would draw long lines; texture and vertical detail stay."""
+    would draw long lines; texture and vertical detail stay. With the compiled kernels, one pass
+    (the blur's taps cut at 5 sigma) whose result is in channels-last memory, as the plane's
+    sampling reads it."""
     c, k, w = rows.shape
+    from . import kernels
+    if c == 3 and kernels.available():
+        r = math.ceil(5 * sigma)
+        taps = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float64) ** 2 / (2 * sigma * sigma))
+        try:
+            return kernels.detail_rows(rows, taps / taps.sum(), 1 / clamp, clamp)
+        except kernels.KernelFailure:
+            pass
     local = _circular_blur(rows.reshape(c * k, w), torch.tensor([sigma]))[:, 0].reshape(c, k, w)
     # Clamped (+-30% on planes): texture survives, the odd hard feature does not dominate.
     return (rows / local.clamp(min=1e-6)).clamp(1 / clamp, clamp)
@@ -354,20 +397,49 @@ def _skyline(lum: torch.Tensor) -> torch.Tensor:
     """Sky mask of the band [K, W] from its luminance: per column, the rows from the top down
     that stay at least half as bright as the top row's neighbourhood (terrain is darker)."""
     ref = _circular_blur(lum[:2].mean(0, keepdim=True), torch.tensor([3.0]))[0, 0]  # [W]
-    bright = lum >= 0.5 * ref[None]
-    return bright.int().cumprod(dim=0).bool()
+    dark = lum < 0.5 * ref[None]
+    k = lum.shape[0]
+    depth = torch.where(dark.any(0), dark.byte().argmax(0), k)  # the first dark row
+    return torch.arange(k)[:, None] < depth[None]
 
 
-def _find_sun(band: torch.Tensor, sky: torch.Tensor, top: int, height: int) -> Optional[tuple]:
-    """(azimuth, elevation) in degrees of the brightest sky region of the band, if it is bright
-    enough to be a sun (its 3x3 core at least the tone-map shoulder) and compact (at most 5% of
-    the sky that bright); else None (night, overcast)."""
-    lum = _luminance(band) * sky  # [K, W]
+def _eroded_sky(skymask: torch.Tensor, k: int) -> torch.Tensor:
+    """The sky mask's first ``k`` rows less a pixel round the terrain (a 3 x 3 erosion, circular
+    across the seam; rows outside 0 .. k - 1 do not count): [k, W] bool. The mask holds the
+    first depth rows of each column, so the eroded one holds min(neighbours' depths) - 1."""
+    d = skymask.sum(0).clamp(max=k)
+    low = torch.minimum(torch.minimum(d.roll(1), d), d.roll(-1))
+    e = torch.where(low >= k, k, (low - 1).clamp(min=0))
+    return torch.arange(k)[:, None] < e[None]
+
+
+def _core3(lum: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """3 x 3 means of lum [K, W] for its rows a .. b - 1: [b - a, W] (circular across the seam;
+    outside rows 0 .. K - 1 nothing counts)."""
+    k = lum.shape[0]
+    lo, hi = max(0, a - 1), min(k, b + 1)
+    rows = lum[lo:hi]
+    padded = torch.cat([rows[:, -2:], rows, rows[:, :2]], dim=-1)[None, None]
+    core = F.avg_pool2d(padded, 3, stride=1, padding=(1, 0), count_include_pad=False)[0, 0, :, 1:-1]
+    return core[a - lo:a - lo + (b - a)]
+
+
+def _find_sun(lum: torch.Tensor, sky: torch.Tensor, top: int, height: int) -> Optional[tuple]:
+    """(azimuth, elevation) in degrees of the brightest sky region of the band (luminance lum
+    [K, W], sky mask [K, W]), if it is bright enough to be a sun (its 3x3 core at least the
+    tone-map shoulder) and compact (at most 5% of the sky that bright); else None (night,
+    overcast)."""
+    lum = lum * sky  # [K, W]
     k, w = lum.shape
     if k < 3:
         return None
-    padded = torch.cat([lum[:, -2:], lum, lum[:, :2]], dim=-1)[None, None]
-    core = F.avg_pool2d(padded, 3, stride=1, padding=(1, 0), count_include_pad=False)[0, 0, :, 1:-1]
+    # Only rows near a pixel at the shoulder can hold a core that reaches it; the search below
+    # reads cores up to three rows beyond them (a row either side, then a vertical 5-mean).
+    hot = (lum >= SHOULDER).any(1).nonzero().flatten()
+    if len(hot) == 0:
+        return None
+    a, b = max(0, int(hot[0]) - 3), min(k, int(hot[-1]) + 4)
+    core = _core3(lum, a, b)
     if float(core.max()) < SHOULDER:
         return None
     # A sun is a compact bright spot: a sky bright all over (overcast, haze, clipped white)
@@ -376,16 +448,18 @@ def _find_sun(band: torch.Tensor, sky: torch.Tensor, top: int, height: int) -> O
         return None
     # The sun is the brightest region, not the brightest pixel: a wide blur of the luminance.
     sigma = max(2.0, w / 360.0 * 1.5)
-    wide = _circular_blur(core, torch.tensor([sigma]))[:, 0]  # [K, W]
+    wide = _circular_blur(core, torch.tensor([sigma]))[:, 0]  # [b - a, W]
     wide = F.avg_pool2d(F.pad(wide[None, None], (0, 0, 2, 2), mode="replicate"), (5, 1), stride=1)[0, 0]
     wide = torch.where(core >= SHOULDER, wide, torch.zeros_like(wide))
     idx = int(wide.argmax())
     ry, rx = divmod(idx, w)
+    ry += a
     # Centroid of the saturated pixels around it (columns unwrapped round the seam).
     rad = max(2, round(w / 360.0 * 1.5))
-    ys = torch.arange(max(0, ry - rad), min(k, ry + rad + 1))
+    y0, y1 = max(0, ry - rad), min(k, ry + rad + 1)
+    ys = torch.arange(y0, y1)
     xs = torch.arange(rx - rad, rx + rad + 1)
-    patch = core[ys][:, torch.remainder(xs, w)]
+    patch = _core3(lum, y0, y1)[:, torch.remainder(xs, w)]
     wgt = (patch >= 0.95 * float(patch.max())).double()
     cy = float((wgt.sum(1) * ys.double()).sum() / wgt.sum())
     cx = float((wgt.sum(0) * xs.double()).sum() / wgt.sum())
@@ -499,27 +573,28 @@ def complete_sky(
     rows = bottom - top
     band01 = strip if rows == strip_h else F.interpolate(
         strip[None], size=(rows, width), mode="bilinear", align_corners=False, antialias=rows < strip_h)[0]
-    band = _calibrate(band01)  # [3, rows, W] radiance at exposure 0
+    hdr = torch.empty(3, height, width, dtype=torch.float32)
+    sums = torch.zeros(3, height, dtype=torch.float64)  # each row's sum (the sun's irradiance needs them)
+    _calibrate_into(hdr, top, band01, sums)
+    band = hdr[:, top:bottom]  # [3, rows, W] radiance at exposure 0
     edge_deg = lambda row: 90.0 - 180.0 * row / height  # noqa: E731  (elevation of a row edge)
     band_el = (edge_deg(bottom), edge_deg(top))
     scale = float(2.0 ** -exposure)
 
     lum = _luminance(band)
     skymask = _skyline(lum)
-    found = _find_sun(band, skymask, top, height) if sun == "auto" else None
+    found = _find_sun(lum, skymask, top, height) if sun == "auto" else None
     sun_pos = explicit if explicit is not None else found
 
     if sky == "blur":
         from .projection import strip_to_equirect
         eq01 = strip_to_equirect(strip, horizon=horizon, strip_scale=strip_scale, strip_horizon=strip_horizon,
                                  cap_blur=cap_blur).clamp(0, 1)
-        hdr = _calibrate(eq01)
+        _calibrate_into(hdr, 0, eq01, sums)
         turbidity = None
     else:
-        hdr = torch.empty(3, height, width, dtype=torch.float32)
-        hdr[:, top:bottom] = band
-        turbidity = _fill_dome(hdr, band, skymask, top, sun_pos)
-        _fill_ground(hdr, band, bottom)
+        turbidity = _fill_dome(hdr, sums, band, skymask, top, sun_pos)
+        _fill_ground(hdr, sums, band, bottom)
 
     sun_info = None
     if sun_pos is not None:
@@ -529,7 +604,7 @@ def complete_sky(
         lat = _row_elevations(height)
         omega = _pixel_solid_angles(height)
         upper = int((lat > 0).sum())
-        row_sums = _luminance(hdr[:, :upper].sum(-1, dtype=torch.float64))  # [rows]
+        row_sums = _luminance(sums[:, :upper])  # [rows]
         sky_irr = float((row_sums * lat[:upper].sin() * omega[:upper]).sum())
         irradiance = _sun_to_sky(el) * sky_irr
         color = _sun_color(el, t_sun)
@@ -549,7 +624,7 @@ def complete_sky(
                     cover[in_band] *= skymask[rows_idx[in_band] - top].float()
                 hdr[:, sl] += cover[None] * torch.tensor(color, dtype=torch.float32)[:, None, None] * radiance
     if scale != 1.0:
-        hdr = hdr * scale
+        hdr.mul_(scale)
     info = SkyInfo(sun=sun_info, exposure=float(exposure), band_elevation_deg=band_el, sky=sky,
                    turbidity=turbidity, height=height)
     return hdr, info
@@ -566,6 +641,7 @@ _GROUND_BLUR = 2.0
 _GROUND_RAMP_DEG = 3.0
 _GROUND_TEXEL_AT_DEG = 20.0
 _COARSE = 4  # rows beyond the ramp compute their smooth part on every 4th column
+_COARSE_ROW_DEG = 0.15  # ... and on rows about this far apart (every row of skies up to 1200 rows high)
 
 
 def _fit_model(band: torch.Tensor, skymask: torch.Tensor, top: int, height: int, model_at) -> tuple[float, float]:
@@ -573,7 +649,7 @@ def _fit_model(band: torch.Tensor, skymask: torch.Tensor, top: int, height: int,
     luminance gradient best matches theirs, and how much of the model's colour gradient to keep
     (0: the band's top-row colours all the way up; 1: the model's), by least squares on the
     change of each channel's share of luminance from the band's top row to mid-sky."""
-    depth = skymask.int().sum(0)  # [W] sky rows per column
+    depth = skymask.sum(0)  # [W] sky rows per column
     r1 = int(depth.float().median()) // 2
     if r1 < 2 or int(skymask[r1].sum()) < 8:
         return 3.0, 1.0
@@ -599,28 +675,68 @@ def _fit_model(band: torch.Tensor, skymask: torch.Tensor, top: int, height: int,
     return best, min(max(chroma, 0.0), 1.0)
 
 
-def _upsample_columns(x: torch.Tensor, f: int) -> torch.Tensor:
-    """[C, R, w] sampled at column centres of a w-wide loop -> [C, R, f * w], linear, circular."""
-    if f == 1:
-        return x
-    padded = torch.cat([x[..., -1:], x, x[..., :1]], dim=-1)
-    out = F.interpolate(padded, scale_factor=float(f), mode="linear", align_corners=False)
-    return out[..., f:-f]
+def _lerp_map(n_out: int, positions: torch.Tensor, periodic: bool) -> tuple:
+    """Linear interpolation from samples at ``positions`` (ascending, in output units; [n]) to
+    outputs 0 .. n_out - 1: (i0, i1, weight) with out = lerp(s[i0], s[i1], weight). periodic:
+    positions are column centres of a loop (n_out / n apart), wrapping round its ends; else
+    outputs outside the positions take the nearest one."""
+    x = torch.arange(n_out, dtype=torch.float64)
+    n = len(positions)
+    if periodic:
+        step = n_out / n
+        xc = (x - float(positions[0])) / step
+        i0 = xc.floor()
+        return (torch.remainder(i0.long(), n), torch.remainder(i0.long() + 1, n), (xc - i0).float())
+    i1 = torch.searchsorted(positions.double().contiguous(), x, right=True).clamp(1, n - 1) if n > 1 \
+        else torch.zeros(n_out, dtype=torch.long)
+    i0 = (i1 - 1).clamp(min=0)
+    p0, p1 = positions.double()[i0], positions.double()[i1]
+    w = ((x - p0) / (p1 - p0).clamp(min=1e-12)).clamp(0, 1)
+    return i0, i1, w.float()
 
 
-def _continue_band(out: torch.Tensor, edge: torch.Tensor, mirror: torch.Tensor, lat: torch.Tensor,
-                   dist: torch.Tensor, model_at, angle: torch.Tensor, angle0: float, detail: torch.Tensor,
-                   texel: float, ramp_deg: float, blur: float) -> None:
-    """Fill ``out`` [3, R, W] (rows at elevations ``lat`` [R], ``dist`` [R] rows from the band)
-    with model(lat) * gain * detail. gain: ``edge`` [3, W] (the band's edge row, smoothed, over
-    the model there) continued with a widening circular blur that ends in its mean at the pole.
-    detail: next to the band, the band's own fine detail ``mirror`` [3, K, W] (row 0 at the
-    band's edge) reflected across the edge, so the first rows out step no more than the band's
-    rows do; then, fading in over ``ramp_deg``, the texture ``detail`` on a plane, seen at
-    ``angle`` [R] degrees from the plane's horizon (``angle0`` at the band). model_at(lat,
-    columns) -> [3, R, cols], or None (a uniform model: the ground). Rows beyond the ramp, whose
-    gain is already smooth, compute model * gain on every _COARSE-th column."""
-    _, n, width = out.shape
+def _smooth_times_detail(out: torch.Tensor, y0: int, smooth: torch.Tensor, rows: tuple, cols: tuple,
+                         mirror: Optional[torch.Tensor], mrow: torch.Tensor, ramp: torch.Tensor,
+                         detail: torch.Tensor, radius: torch.Tensor, az: torch.Tensor, sums: torch.Tensor) -> None:
+    """out[:, y0:y0 + n] = smooth (interpolated by the maps rows, cols) * detail, detail = the
+    texture ``detail`` [3, K, Q] on a plane (``_plane_tile``) at ``radius`` [n] texels and
+    azimuths ``az`` [W], lerped from
+    ``mirror`` [3, K, W] rows ``mrow`` by ``ramp`` where mrow >= 0; sums[:, y0:y0 + n] (float64)
+    the rows' sums. One compiled pass where the kernels are available (the PyTorch operations
+    below otherwise: the same values)."""
+    from . import kernels
+    p, q = 2 * detail.shape[1], detail.shape[2]
+    if kernels.available():
+        try:
+            kernels.sky_rows(out, y0, smooth, rows, cols, mirror, mrow, ramp, detail, radius / q, radius / p,
+                             az.cos(), az.sin(), sums)
+            return
+        except kernels.KernelFailure:
+            pass
+    (r0, r1, wr), (c0, c1, wc) = rows, cols
+    sm = torch.lerp(smooth[:, r0], smooth[:, r1], wr[None, :, None])
+    sm = torch.lerp(sm[..., c0], sm[..., c1], wc)
+    det = _plane_detail(_plane_tile(detail), radius, az)
+    if mirror is not None:
+        det = torch.lerp(mirror[:, mrow.clamp(min=0)], det, torch.where(mrow >= 0, ramp, 1.0)[None, :, None])
+    torch.mul(sm, det, out=out[:, y0:y0 + len(r0)])
+    sums[:, y0:y0 + len(r0)] = out[:, y0:y0 + len(r0)].sum(-1)
+
+
+def _continue_band(out: torch.Tensor, sums: torch.Tensor, y0: int, edge: torch.Tensor, mirror: torch.Tensor,
+                   lat: torch.Tensor, dist: torch.Tensor, model_at, angle: torch.Tensor, angle0: float,
+                   detail: torch.Tensor, texel: float, ramp_deg: float, blur: float) -> None:
+    """Fill rows y0 .. y0 + R of ``out`` [3, H, W] (rows at elevations ``lat`` [R], ``dist`` [R]
+    rows from the band) with model(lat) * gain * detail. gain: ``edge`` [3, W] (the band's edge
+    row, smoothed, over the model there) continued with a widening circular blur that ends in
+    its mean at the pole. detail: next to the band, the band's own fine detail ``mirror``
+    [3, K, W] (row 0 at the band's edge) reflected across the edge, so the first rows out step no
+    more than the band's rows do; then, fading in over ``ramp_deg``, the texture ``detail`` on a
+    plane, seen at ``angle`` [R] degrees from the plane's horizon (``angle0`` at the band).
+    model_at(lat, columns) -> [3, R, cols], or None (a uniform model: the ground). Rows beyond
+    the ramp, whose model * gain is already smooth, compute it on a coarser grid (every
+    _COARSE-th column, rows _COARSE_ROW_DEG apart) and interpolate."""
+    n, width = len(lat), out.shape[-1]
     az = _col_azimuths(width)
     stretch = 1.0 / lat.cos().clamp(min=1e-6)
     dmax = float(dist.max())
@@ -638,23 +754,35 @@ def _continue_band(out: torch.Tensor, edge: torch.Tensor, mirror: torch.Tensor, 
         g = torch.lerp(g, mean.expand_as(g), ((d / dmax) ** 2).float()[None, :, None])
         if model_at is not None:
             g = g * model_at(lat[idx], cols)
-        return g
+        return g.contiguous()
 
-    cloud = _plane_detail(detail, torch.deg2rad(angle), az, texel)  # [3, R, W]
+    # Channels last, as the compiled pass samples them (no copy if they are already).
+    detail = detail.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    mirror = mirror.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+    radius = _plane_radius(torch.deg2rad(angle), texel)
+    identity = (torch.arange(width), torch.arange(width), torch.zeros(width))
     if len(idx_near):
-        ramp = _smoothstep((angle[idx_near] - angle0) / ramp_deg).float()[None, :, None]
+        lo, hi = int(idx_near[0]), int(idx_near[-1]) + 1  # contiguous
         k = mirror.shape[1]
-        m = torch.remainder(dist[idx_near] - 1, 2 * k)
+        m = torch.remainder(dist[lo:hi] - 1, 2 * k)
         m = torch.where(m < k, m, 2 * k - 1 - m)  # reflected again beyond K rows
-        det = torch.lerp(mirror[:, m], cloud[:, idx_near], ramp)
-        out[:, idx_near] = smooth_part(idx_near, edge, width) * det
+        ramp = _smoothstep((angle[lo:hi] - angle0) / ramp_deg).float()
+        rows = (torch.arange(hi - lo), torch.arange(hi - lo), torch.zeros(hi - lo))
+        _smooth_times_detail(out, y0 + lo, smooth_part(idx_near, edge, width), rows, identity, mirror, m, ramp,
+                             detail, radius[lo:hi], az, sums)
     if len(idx_far):
         lo, hi = int(idx_far[0]), int(idx_far[-1]) + 1  # contiguous
+        step = min(max(int(_COARSE_ROW_DEG * out.shape[1] / 180.0), 1), _COARSE)
+        picks = torch.unique(torch.cat([torch.arange(0, hi - lo, step), torch.tensor([hi - lo - 1])]))
         coarse = edge.reshape(3, width // f, f).mean(-1) if f > 1 else edge
-        torch.mul(_upsample_columns(smooth_part(idx_far, coarse, width // f), f), cloud[:, lo:hi], out=out[:, lo:hi])
+        grid = smooth_part(idx_far[picks], coarse, width // f)
+        rows = _lerp_map(hi - lo, picks, periodic=False)
+        cols = _lerp_map(width, (torch.arange(width // f, dtype=torch.float64) + 0.5) * f - 0.5, periodic=True)
+        _smooth_times_detail(out, y0 + lo, grid, rows, cols, None, torch.full((hi - lo,), -1), torch.ones(hi - lo),
+                             detail, radius[lo:hi], az, sums)
 
 
-def _fill_dome(hdr: torch.Tensor, band: torch.Tensor, skymask: torch.Tensor, top: int,
+def _fill_dome(hdr: torch.Tensor, sums: torch.Tensor, band: torch.Tensor, skymask: torch.Tensor, top: int,
                sun_pos: Optional[tuple]) -> float:
     """Rows above the band: Preetham's sky fitted to the band, with its clouds. Returns turbidity."""
     _, height, width = hdr.shape
@@ -681,26 +809,25 @@ def _fill_dome(hdr: torch.Tensor, band: torch.Tensor, skymask: torch.Tensor, top
     turbidity, chroma = _fit_model(band, skymask, top, height, model_at)
     lat = lat_all[:top]
     # Clouds: the fine detail of the band's upper sky rows, laid on a cloud deck (a plane above).
-    k = max(2, min(int(skymask.int().sum(0).float().median()), band.shape[1] // 2))
+    k = max(2, min(int(skymask.sum(0).float().median()), band.shape[1] // 2))
     mirror = _detail_texture(band[:, :k], clamp=4.0)
     smooth = _circular_blur(band[:, 0], torch.tensor([_DETAIL_SIGMA]))[:, 0]
     edge = smooth / model_at(turbidity, lat_all[top:top + 1], width, chroma)[:, 0]
     detail = mirror.clamp(1 / 1.3, 1.3)
     # Only the sky's texture goes up: terrain reaching into these rows (and a pixel around it) is left out.
-    sky = -F.max_pool2d(-skymask[None, None, :k].float(), 3, stride=1, padding=1)[0, 0]
-    detail = torch.lerp(torch.ones_like(detail), detail, sky[None])
+    detail = torch.where(_eroded_sky(skymask, k)[None], detail, 1.0)
     e_top = (0.5 - top / height) * 180.0  # the band's top edge
     psi0 = max(e_top, 2.0)
     # Elevation above the deck's horizon: the identity when the band's top is above 2°.
     psi = psi0 + (torch.rad2deg(lat) - e_top) * (90.0 - psi0) / (90.0 - e_top)
     texel = 2 * math.pi / width / math.tan(math.radians(min(psi0 + _SKY_TEXEL_AT_DEG, 89.0)))
-    _continue_band(hdr[:, :top], edge, mirror, lat, torch.arange(top, 0, -1),
+    _continue_band(hdr, sums, 0, edge, mirror, lat, torch.arange(top, 0, -1),
                    lambda la, c: model_at(turbidity, la, c, chroma),
                    psi, psi0, detail, texel, _SKY_RAMP_DEG, _SKY_BLUR)
     return turbidity
 
 
-def _fill_ground(hdr: torch.Tensor, band: torch.Tensor, bottom: int) -> None:
+def _fill_ground(hdr: torch.Tensor, sums: torch.Tensor, band: torch.Tensor, bottom: int) -> None:
     """Rows below the band: its bottom rows continued onto a ground plane, colours from the band."""
     _, height, width = hdr.shape
     lat = _row_elevations(height)[bottom:]
@@ -713,5 +840,5 @@ def _fill_ground(hdr: torch.Tensor, band: torch.Tensor, bottom: int) -> None:
     # Depression angle below the ground's horizon: the identity when the band ends below -2°.
     phi = phi0 + (e_bot - torch.rad2deg(lat)) * (90.0 - phi0) / (90.0 + e_bot)
     texel = 2 * math.pi / width / math.tan(math.radians(min(phi0 + _GROUND_TEXEL_AT_DEG, 89.0)))
-    _continue_band(hdr[:, bottom:], edge, mirror, lat, torch.arange(1, height - bottom + 1), None,
+    _continue_band(hdr, sums, bottom, edge, mirror, lat, torch.arange(1, height - bottom + 1), None,
                    phi, phi0, detail, texel, _GROUND_RAMP_DEG, _GROUND_BLUR)

@@ -311,3 +311,49 @@ def test_bad_arguments_are_one_line_errors(kwargs, match):
     assert "\n" not in str(e.value)
     with pytest.raises(AlisError, match="width must be even"):
         complete_sky(torch.zeros(3, 8, 33))
+
+
+@pytest.mark.parametrize("source,kwargs", [("day", dict(sun=(60, 30), height=512)), ("dusk", dict(sun="auto")),
+                                           ("night", dict(sun="none", height=300, exposure=1.0)),
+                                           ("day", dict(sky="blur"))])
+def test_compiled_passes_give_the_pytorch_sky(source, kwargs, monkeypatch):
+    """With numba, the calibration (a table), the band's detail textures and the dome and ground
+    rows are compiled single passes; without it PyTorch computes the same sky: within the
+    calibration table's error (1e-3 relative next to white) everywhere, and the same sun."""
+    from alis_core import kernels
+    if not kernels.available():
+        pytest.skip("numba (the `fast` extra) is not installed")
+    strip = synthetic_strip(source)
+    fast, fast_info = complete_sky(strip, **kwargs)
+    monkeypatch.setattr(kernels, "_impl", False)
+    ref, ref_info = complete_sky(strip, **kwargs)
+    rel = (fast - ref).abs() / ref.abs().clamp(min=1e-3)
+    assert float(rel.max()) < 2e-3, float(rel.max())
+    assert (fast_info.sun is None) == (ref_info.sun is None)
+    if ref_info.sun is not None:
+        assert fast_info.sun.irradiance == pytest.approx(ref_info.sun.irradiance, rel=1e-4)
+        assert (fast_info.sun.azimuth_deg, fast_info.sun.elevation_deg) == \
+            pytest.approx((ref_info.sun.azimuth_deg, ref_info.sun.elevation_deg), abs=1e-6)
+    assert fast_info.turbidity == ref_info.turbidity
+
+
+def test_a_failing_sky_kernel_costs_a_warning_not_the_sky(monkeypatch):
+    """A compiled pass that fails on this machine switches the kernels off with one warning; the
+    same sky comes from the PyTorch operations."""
+    from alis_core import kernels
+    if not kernels.available():
+        pytest.skip("numba (the `fast` extra) is not installed")
+    strip = synthetic_strip("day")
+    impl = kernels._load()
+    monkeypatch.setattr(kernels, "_impl", False)
+    ref, _ = complete_sky(strip, sun=(60, 30), height=256)
+    monkeypatch.setattr(kernels, "_impl", impl)
+
+    def boom(*args):
+        raise RuntimeError("LLVM ERROR: no such CPU")
+    monkeypatch.setattr(impl, "sky_rows", boom)
+    with pytest.warns(RuntimeWarning, match="compiled kernels failed"):
+        out, _ = complete_sky(strip, sun=(60, 30), height=256)
+    assert not kernels.available()
+    rel = (out - ref).abs() / ref.abs().clamp(min=1e-3)
+    assert float(rel.max()) < 2e-3
