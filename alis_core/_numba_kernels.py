@@ -452,26 +452,34 @@ def torgb_skip(y, anchors, left, coef_a, coef_b, bias, lo, hi, prev, out, batch,
 
 
 @njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
-def lut_rows(src, out, y0, lut, sums):
+def lut_rows(src, out, y0, lut, sums, lum, weights):
     """out[c, y0 + y, x] = lut interpolated at src[c, y, x] (clamped to [0, 1]): src float32
     [3, R, W], out float32 [3, H, W], lut float32 [N + 1] sampled at i / N (the sky's calibration);
-    sums[c, y0 + y] (float64 [3, H]) = the row's sum. The index is clamped after the conversion,
-    so no input (NaN included) reads outside lut."""
+    sums[c, y0 + y] (float64 [3, H]) = the row's sum; lum[y, x] (float32 [R, W], or empty for
+    none) = the weighted sum of the pixel's three values (its luminance). The index is clamped
+    after the conversion, so no input (NaN included) reads outside lut."""
     n = lut.shape[0] - 1
     fn = np.float32(n)
     rows, w = src.shape[1], src.shape[2]
-    for task in prange(3 * rows):
-        c, y = task // rows, task % rows
-        s = src[c, y]
-        d = out[c, y0 + y]
-        total = np.float32(0)
-        for x in range(w):
-            v = min(max(s[x], np.float32(0)), np.float32(1)) * fn
-            i = min(max(np.int32(v), np.int32(0)), np.int32(n - 1))
-            f = v - np.float32(i)
-            d[x] = lut[i] + f * (lut[i + 1] - lut[i])
-            total += d[x]
-        sums[c, y0 + y] = total
+    has_lum = lum.shape[0] > 0
+    for y in prange(rows):
+        for c in range(3):
+            s = src[c, y]
+            d = out[c, y0 + y]
+            total = np.float32(0)
+            for x in range(w):
+                v = min(max(s[x], np.float32(0)), np.float32(1)) * fn
+                i = min(max(np.int32(v), np.int32(0)), np.int32(n - 1))
+                f = v - np.float32(i)
+                d[x] = lut[i] + f * (lut[i + 1] - lut[i])
+                total += d[x]
+            sums[c, y0 + y] = total
+        if has_lum:
+            a0, a1, a2 = out[0, y0 + y], out[1, y0 + y], out[2, y0 + y]
+            k0, k1, k2 = np.float32(weights[0]), np.float32(weights[1]), np.float32(weights[2])
+            ly = lum[y]
+            for x in range(w):
+                ly[x] = k0 * a0[x] + k1 * a1[x] + k2 * a2[x]
 
 
 @njit(parallel=True, cache=True, boundscheck=False, fastmath=True)

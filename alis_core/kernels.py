@@ -20,11 +20,14 @@ dominate), its oneDNN convolution fuses at most one activation, and its Winograd
   RGB, bias, clamp and the skip connection's upsample-and-add in one pass (`torgb_skip`: a dozen
   small PyTorch operations per block before, which cost more than their arithmetic).
 
+- the sky (`alis_core.sky`, float32): the band's calibration through a table, the band's detail
+  textures, and every dome and ground row in one pass (`lut_rows`, `detail_rows`, `sky_rows`).
+
 Which layers take them is the render plan's choice (`alis_core.cpu.plan`: those of models large
 enough to pay for loading them, KERNEL_MIN_WORK), and `alis_core.cpu.fused` calls them. Without
 numba, or with ALIS_KERNELS=0 in the environment, the
-PyTorch path runs. numba compiles the kernels on their first use and caches them on disk (about 15-20 s
-once); loading them costs a process about half a second.
+PyTorch path runs. numba compiles the kernels on their first use and caches them on disk (under a minute on two
+cores, once; the sky's about 10 s of it); loading them costs a process about half a second.
 """
 from __future__ import annotations
 
@@ -365,16 +368,21 @@ def _check_sky_out(out: Tensor, sums: Tensor) -> None:
         raise ValueError(f"sums must be dense float64 {list(out.shape[:2])}, got {sums.dtype} {list(sums.shape)}")
 
 
-def lut_rows(src: Tensor, out: Tensor, y0: int, lut: Tensor, sums: Tensor) -> None:
+def lut_rows(src: Tensor, out: Tensor, y0: int, lut: Tensor, sums: Tensor,
+             weights: tuple | None = None) -> Tensor | None:
     """out[:, y0:y0 + R] = lut interpolated at src [3, R, W] (clamped to [0, 1]; lut [N + 1]
     float32 sampled at i / N): the sky's calibration in one pass; sums[:, y0:y0 + R] the rows'
-    sums. out: float32 [3, H, W], sums: float64 [3, H], both dense."""
+    sums. out: float32 [3, H, W], sums: float64 [3, H], both dense. With ``weights`` (three
+    floats), also returns the weighted sum of each written pixel's values [R, W] (luminance)."""
     impl = _load()
     _check_sky_out(out, sums)
     if src.shape[0] != 3 or src.shape[-1] != out.shape[-1] or not 0 <= y0 <= out.shape[1] - src.shape[1]:
         raise ValueError(f"src [3, R, W] must fit in out {list(out.shape)} at row {y0}, got {list(src.shape)}")
+    lum = torch.empty(src.shape[1:] if weights is not None else (0, 0))
+    wts = np.asarray(weights if weights is not None else (0.0, 0.0, 0.0), np.float64)
     with _threads():  # src with any strides: no copy
-        impl.lut_rows(src.detach().float().numpy(), out.numpy(), int(y0), _np(lut, F32), sums.numpy())
+        impl.lut_rows(src.detach().float().numpy(), out.numpy(), int(y0), _np(lut, F32), sums.numpy(), lum.numpy(), wts)
+    return lum if weights is not None else None
 
 
 def detail_rows(src: Tensor, taps: Tensor, lo: float, hi: float) -> Tensor:
@@ -422,7 +430,8 @@ def sky_rows(out: Tensor, y0: int, smooth: Tensor, rows: tuple, cols: tuple, mir
 def warm_up() -> bool:
     """Load (on first use ever: compile) every kernel now, on tiny inputs, so that no later call
     pays for it; False where the kernels are unavailable. Loading takes about half a second and
-    150 MB of memory (numba and LLVM), compiling them all about 15-20 s (once: numba caches them on disk)."""
+    150 MB of memory (numba and LLVM), compiling them all under a minute on 2 cores (once: numba caches
+    them on disk)."""
     if not available():
         return False
     from .layers import winograd_weight
@@ -445,7 +454,8 @@ def warm_up() -> bool:
                        1.0, torch.zeros(1, 3, 1, 1), left)
     out, sums = torch.zeros(3, 4, 8), torch.zeros(3, 4, dtype=torch.float64)  # the sky's
     for src in (torch.zeros(3, 1, 8), torch.zeros(1, 8, 3).permute(2, 0, 1)):  # dense, or a strided view
-        lut_rows(src, out, 1, torch.zeros(3), sums)
+        for weights in (None, (0.2, 0.7, 0.1)):
+            lut_rows(src, out, 1, torch.zeros(3), sums, weights)
         tex = detail_rows(src + 1, torch.ones(3) / 3, 0.5, 2.0)
     i0 = torch.zeros(1, dtype=torch.int64)
     for mirror in (None, tex):

@@ -193,23 +193,25 @@ _LUT_SIZE = 1 << 16  # calibration table intervals: within 2e-6 of _calibrate be
 _lut: Optional[torch.Tensor] = None
 
 
-def _calibrate_into(out: torch.Tensor, y0: int, strip01: torch.Tensor, sums: torch.Tensor) -> None:
+def _calibrate_into(out: torch.Tensor, y0: int, strip01: torch.Tensor, sums: torch.Tensor,
+                    luminance: bool = False) -> Optional[torch.Tensor]:
     """out[:, y0:y0 + R] = _calibrate(strip01 [3, R, W]), sums[:, y0:y0 + R] (float64) the rows'
-    sums; with the compiled kernels, in one pass through a table of _calibrate (pow and log per
-    pixel cost more than the rest of the sky)."""
+    sums, and with ``luminance`` the rows' luminance [R, W] returned; with the compiled kernels,
+    in one pass through a table of _calibrate (pow and log per pixel cost more than the rest of
+    the sky)."""
     global _lut
     from . import kernels
     if kernels.available():
         if _lut is None:
             _lut = _calibrate(torch.arange(_LUT_SIZE + 1, dtype=torch.float64) / _LUT_SIZE).float()
         try:
-            kernels.lut_rows(strip01, out, y0, _lut, sums)
-            return
+            return kernels.lut_rows(strip01, out, y0, _lut, sums, _LUMA if luminance else None)
         except kernels.KernelFailure:
             pass
     rows = slice(y0, y0 + strip01.shape[1])
     out[:, rows] = _calibrate(strip01)
     sums[:, rows] = out[:, rows].sum(-1)
+    return _luminance(out[:, rows]) if luminance else None
 
 
 def _luminance(x: torch.Tensor) -> torch.Tensor:
@@ -575,13 +577,12 @@ def complete_sky(
         strip[None], size=(rows, width), mode="bilinear", align_corners=False, antialias=rows < strip_h)[0]
     hdr = torch.empty(3, height, width, dtype=torch.float32)
     sums = torch.zeros(3, height, dtype=torch.float64)  # each row's sum (the sun's irradiance needs them)
-    _calibrate_into(hdr, top, band01, sums)
+    lum = _calibrate_into(hdr, top, band01, sums, luminance=True)
     band = hdr[:, top:bottom]  # [3, rows, W] radiance at exposure 0
     edge_deg = lambda row: 90.0 - 180.0 * row / height  # noqa: E731  (elevation of a row edge)
     band_el = (edge_deg(bottom), edge_deg(top))
     scale = float(2.0 ** -exposure)
 
-    lum = _luminance(band)
     skymask = _skyline(lum)
     found = _find_sun(lum, skymask, top, height) if sun == "auto" else None
     sun_pos = explicit if explicit is not None else found

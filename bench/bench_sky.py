@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import alis_core  # noqa: E402,F401  (before torch: it turns on huge-page allocations)
+import alis_core  # noqa: E402
+MALLOC_TUNED = alis_core.entry.tune_process_memory()  # before torch, as the `alis` command does
 import torch  # noqa: E402
 from alis_core.sky import complete_sky  # noqa: E402
 from training.synthetic import render_panorama  # noqa: E402
