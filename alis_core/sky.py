@@ -189,19 +189,20 @@ def _calibrate(strip01: torch.Tensor) -> torch.Tensor:
     return torch.where(y > k, k - (1 - k) * torch.log1p(-arg), y)
 
 
+SKY_KERNEL_MIN_PIXELS = 1 << 24  # skies this large (8192 x 4096: 2^25) take the compiled passes
 _LUT_SIZE = 1 << 16  # calibration table intervals: within 2e-6 of _calibrate below sRGB 0.95
 _lut: Optional[torch.Tensor] = None
 
 
 def _calibrate_into(out: torch.Tensor, y0: int, strip01: torch.Tensor, sums: torch.Tensor,
-                    luminance: bool = False) -> Optional[torch.Tensor]:
+                    luminance: bool = False, compiled: bool = False) -> Optional[torch.Tensor]:
     """out[:, y0:y0 + R] = _calibrate(strip01 [3, R, W]), sums[:, y0:y0 + R] (float64) the rows'
-    sums, and with ``luminance`` the rows' luminance [R, W] returned; with the compiled kernels,
-    in one pass through a table of _calibrate (pow and log per pixel cost more than the rest of
-    the sky)."""
+    sums, and with ``luminance`` the rows' luminance [R, W] returned; ``compiled``: in one pass
+    of the compiled kernels through a table of _calibrate (pow and log per pixel cost more than
+    the rest of the sky)."""
     global _lut
     from . import kernels
-    if kernels.available():
+    if compiled and kernels.available():  # (off for good once a kernel failed here)
         if _lut is None:
             _lut = _calibrate(torch.arange(_LUT_SIZE + 1, dtype=torch.float64) / _LUT_SIZE).float()
         try:
@@ -358,16 +359,17 @@ def _plane_detail(tile: torch.Tensor, radius: torch.Tensor, azim: torch.Tensor) 
     return F.grid_sample(tile[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
-def _detail_texture(rows: torch.Tensor, clamp: float = 1.3, sigma: float = _DETAIL_SIGMA) -> torch.Tensor:
+def _detail_texture(rows: torch.Tensor, clamp: float = 1.3, sigma: float = _DETAIL_SIGMA,
+                    compiled: bool = False) -> torch.Tensor:
     """Band rows [C, K, W] (linear) -> their fine detail: each row's ratio to its own Gaussian
     blur of ``sigma`` columns (circular across the seam), [C, K, W]. Blurring along rows only
     keeps horizontal edges (a shore, a skyline, the band's gradient) out: laid on a plane they
-    would draw long lines; texture and vertical detail stay. With the compiled kernels, one pass
+    would draw long lines; texture and vertical detail stay. ``compiled``: one pass of the kernels
     (the blur's taps cut at 5 sigma) whose result is in channels-last memory, as the plane's
     sampling reads it."""
     c, k, w = rows.shape
     from . import kernels
-    if c == 3 and kernels.available():
+    if c == 3 and compiled and kernels.available():
         r = math.ceil(5 * sigma)
         taps = torch.exp(-torch.arange(-r, r + 1, dtype=torch.float64) ** 2 / (2 * sigma * sigma))
         try:
@@ -577,7 +579,12 @@ def complete_sky(
         strip[None], size=(rows, width), mode="bilinear", align_corners=False, antialias=rows < strip_h)[0]
     hdr = torch.empty(3, height, width, dtype=torch.float32)
     sums = torch.zeros(3, height, dtype=torch.float64)  # each row's sum (the sun's irradiance needs them)
-    lum = _calibrate_into(hdr, top, band01, sums, luminance=True)
+    # The compiled passes (numba) for large skies only: loading them costs a process about 0.7 s,
+    # more than PyTorch's slower passes cost below about 2^24 pixels. Chosen by size alone, so a
+    # sky is the same whatever the process ran before.
+    from . import kernels
+    compiled = width * height >= SKY_KERNEL_MIN_PIXELS and kernels.available()
+    lum = _calibrate_into(hdr, top, band01, sums, luminance=True, compiled=compiled)
     band = hdr[:, top:bottom]  # [3, rows, W] radiance at exposure 0
     edge_deg = lambda row: 90.0 - 180.0 * row / height  # noqa: E731  (elevation of a row edge)
     band_el = (edge_deg(bottom), edge_deg(top))
@@ -591,11 +598,11 @@ def complete_sky(
         from .projection import strip_to_equirect
         eq01 = strip_to_equirect(strip, horizon=horizon, strip_scale=strip_scale, strip_horizon=strip_horizon,
                                  cap_blur=cap_blur).clamp(0, 1)
-        _calibrate_into(hdr, 0, eq01, sums)
+        _calibrate_into(hdr, 0, eq01, sums, compiled=compiled)
         turbidity = None
     else:
-        turbidity = _fill_dome(hdr, sums, band, skymask, top, sun_pos)
-        _fill_ground(hdr, sums, band, bottom)
+        turbidity = _fill_dome(hdr, sums, band, skymask, top, sun_pos, compiled)
+        _fill_ground(hdr, sums, band, bottom, compiled)
 
     sun_info = None
     if sun_pos is not None:
@@ -698,16 +705,17 @@ def _lerp_map(n_out: int, positions: torch.Tensor, periodic: bool) -> tuple:
 
 def _smooth_times_detail(out: torch.Tensor, y0: int, smooth: torch.Tensor, rows: tuple, cols: tuple,
                          mirror: Optional[torch.Tensor], mrow: torch.Tensor, ramp: torch.Tensor,
-                         detail: torch.Tensor, radius: torch.Tensor, az: torch.Tensor, sums: torch.Tensor) -> None:
+                         detail: torch.Tensor, radius: torch.Tensor, az: torch.Tensor, sums: torch.Tensor,
+                         compiled: bool) -> None:
     """out[:, y0:y0 + n] = smooth (interpolated by the maps rows, cols) * detail, detail = the
     texture ``detail`` [3, K, Q] on a plane (``_plane_tile``) at ``radius`` [n] texels and
     azimuths ``az`` [W], lerped from
     ``mirror`` [3, K, W] rows ``mrow`` by ``ramp`` where mrow >= 0; sums[:, y0:y0 + n] (float64)
-    the rows' sums. One compiled pass where the kernels are available (the PyTorch operations
-    below otherwise: the same values)."""
+    the rows' sums. ``compiled``: one pass of the compiled kernels (the PyTorch operations below
+    otherwise: the same values)."""
     from . import kernels
     p, q = 2 * detail.shape[1], detail.shape[2]
-    if kernels.available():
+    if compiled and kernels.available():  # (off for good once a kernel failed here)
         try:
             kernels.sky_rows(out, y0, smooth, rows, cols, mirror, mrow, ramp, detail, radius / q, radius / p,
                              az.cos(), az.sin(), sums)
@@ -726,7 +734,7 @@ def _smooth_times_detail(out: torch.Tensor, y0: int, smooth: torch.Tensor, rows:
 
 def _continue_band(out: torch.Tensor, sums: torch.Tensor, y0: int, edge: torch.Tensor, mirror: torch.Tensor,
                    lat: torch.Tensor, dist: torch.Tensor, model_at, angle: torch.Tensor, angle0: float,
-                   detail: torch.Tensor, texel: float, ramp_deg: float, blur: float) -> None:
+                   detail: torch.Tensor, texel: float, ramp_deg: float, blur: float, compiled: bool) -> None:
     """Fill rows y0 .. y0 + R of ``out`` [3, H, W] (rows at elevations ``lat`` [R], ``dist`` [R]
     rows from the band) with model(lat) * gain * detail. gain: ``edge`` [3, W] (the band's edge
     row, smoothed, over the model there) continued with a widening circular blur that ends in
@@ -770,7 +778,7 @@ def _continue_band(out: torch.Tensor, sums: torch.Tensor, y0: int, edge: torch.T
         ramp = _smoothstep((angle[lo:hi] - angle0) / ramp_deg).float()
         rows = (torch.arange(hi - lo), torch.arange(hi - lo), torch.zeros(hi - lo))
         _smooth_times_detail(out, y0 + lo, smooth_part(idx_near, edge, width), rows, identity, mirror, m, ramp,
-                             detail, radius[lo:hi], az, sums)
+                             detail, radius[lo:hi], az, sums, compiled)
     if len(idx_far):
         lo, hi = int(idx_far[0]), int(idx_far[-1]) + 1  # contiguous
         step = min(max(int(_COARSE_ROW_DEG * out.shape[1] / 180.0), 1), _COARSE)
@@ -780,11 +788,11 @@ def _continue_band(out: torch.Tensor, sums: torch.Tensor, y0: int, edge: torch.T
         rows = _lerp_map(hi - lo, picks, periodic=False)
         cols = _lerp_map(width, (torch.arange(width // f, dtype=torch.float64) + 0.5) * f - 0.5, periodic=True)
         _smooth_times_detail(out, y0 + lo, grid, rows, cols, None, torch.full((hi - lo,), -1), torch.ones(hi - lo),
-                             detail, radius[lo:hi], az, sums)
+                             detail, radius[lo:hi], az, sums, compiled)
 
 
 def _fill_dome(hdr: torch.Tensor, sums: torch.Tensor, band: torch.Tensor, skymask: torch.Tensor, top: int,
-               sun_pos: Optional[tuple]) -> float:
+               sun_pos: Optional[tuple], compiled: bool) -> float:
     """Rows above the band: Preetham's sky fitted to the band, with its clouds. Returns turbidity."""
     _, height, width = hdr.shape
     lat_all = _row_elevations(height)
@@ -811,7 +819,7 @@ def _fill_dome(hdr: torch.Tensor, sums: torch.Tensor, band: torch.Tensor, skymas
     lat = lat_all[:top]
     # Clouds: the fine detail of the band's upper sky rows, laid on a cloud deck (a plane above).
     k = max(2, min(int(skymask.sum(0).float().median()), band.shape[1] // 2))
-    mirror = _detail_texture(band[:, :k], clamp=4.0)
+    mirror = _detail_texture(band[:, :k], clamp=4.0, compiled=compiled)
     smooth = _circular_blur(band[:, 0], torch.tensor([_DETAIL_SIGMA]))[:, 0]
     edge = smooth / model_at(turbidity, lat_all[top:top + 1], width, chroma)[:, 0]
     detail = mirror.clamp(1 / 1.3, 1.3)
@@ -824,16 +832,16 @@ def _fill_dome(hdr: torch.Tensor, sums: torch.Tensor, band: torch.Tensor, skymas
     texel = 2 * math.pi / width / math.tan(math.radians(min(psi0 + _SKY_TEXEL_AT_DEG, 89.0)))
     _continue_band(hdr, sums, 0, edge, mirror, lat, torch.arange(top, 0, -1),
                    lambda la, c: model_at(turbidity, la, c, chroma),
-                   psi, psi0, detail, texel, _SKY_RAMP_DEG, _SKY_BLUR)
+                   psi, psi0, detail, texel, _SKY_RAMP_DEG, _SKY_BLUR, compiled)
     return turbidity
 
 
-def _fill_ground(hdr: torch.Tensor, sums: torch.Tensor, band: torch.Tensor, bottom: int) -> None:
+def _fill_ground(hdr: torch.Tensor, sums: torch.Tensor, band: torch.Tensor, bottom: int, compiled: bool) -> None:
     """Rows below the band: its bottom rows continued onto a ground plane, colours from the band."""
     _, height, width = hdr.shape
     lat = _row_elevations(height)[bottom:]
     k = max(2, band.shape[1] // 4)
-    mirror = _detail_texture(band[:, -k:].flip(1), clamp=4.0)  # row 0 = the band's bottom row
+    mirror = _detail_texture(band[:, -k:].flip(1), clamp=4.0, compiled=compiled)  # row 0 = the band's bottom row
     detail = mirror.clamp(1 / 1.3, 1.3)
     edge = _circular_blur(band[:, -1], torch.tensor([_DETAIL_SIGMA]))[:, 0]
     e_bot = (0.5 - bottom / height) * 180.0
@@ -842,4 +850,4 @@ def _fill_ground(hdr: torch.Tensor, sums: torch.Tensor, band: torch.Tensor, bott
     phi = phi0 + (e_bot - torch.rad2deg(lat)) * (90.0 - phi0) / (90.0 + e_bot)
     texel = 2 * math.pi / width / math.tan(math.radians(min(phi0 + _GROUND_TEXEL_AT_DEG, 89.0)))
     _continue_band(hdr, sums, bottom, edge, mirror, lat, torch.arange(1, height - bottom + 1), None,
-                   phi, phi0, detail, texel, _GROUND_RAMP_DEG, _GROUND_BLUR)
+                   phi, phi0, detail, texel, _GROUND_RAMP_DEG, _GROUND_BLUR, compiled)

@@ -318,11 +318,13 @@ def test_bad_arguments_are_one_line_errors(kwargs, match):
                                            ("day", dict(sky="blur"))])
 def test_compiled_passes_give_the_pytorch_sky(source, kwargs, monkeypatch):
     """With numba, the calibration (a table), the band's detail textures and the dome and ground
-    rows are compiled single passes; without it PyTorch computes the same sky: within the
-    calibration table's error (1e-3 relative next to white) everywhere, and the same sun."""
-    from alis_core import kernels
+    rows of large skies are compiled single passes (here every sky); without it PyTorch computes
+    the same sky: within the calibration table's error (1e-3 relative next to white) everywhere,
+    and the same sun."""
+    from alis_core import kernels, sky as sky_mod
     if not kernels.available():
         pytest.skip("numba (the `fast` extra) is not installed")
+    monkeypatch.setattr(sky_mod, "SKY_KERNEL_MIN_PIXELS", 0)
     strip = synthetic_strip(source)
     fast, fast_info = complete_sky(strip, **kwargs)
     monkeypatch.setattr(kernels, "_impl", False)
@@ -340,9 +342,10 @@ def test_compiled_passes_give_the_pytorch_sky(source, kwargs, monkeypatch):
 def test_a_failing_sky_kernel_costs_a_warning_not_the_sky(monkeypatch):
     """A compiled pass that fails on this machine switches the kernels off with one warning; the
     same sky comes from the PyTorch operations."""
-    from alis_core import kernels
+    from alis_core import kernels, sky as sky_mod
     if not kernels.available():
         pytest.skip("numba (the `fast` extra) is not installed")
+    monkeypatch.setattr(sky_mod, "SKY_KERNEL_MIN_PIXELS", 0)
     strip = synthetic_strip("day")
     impl = kernels._load()
     monkeypatch.setattr(kernels, "_impl", False)
@@ -352,8 +355,25 @@ def test_a_failing_sky_kernel_costs_a_warning_not_the_sky(monkeypatch):
     def boom(*args):
         raise RuntimeError("LLVM ERROR: no such CPU")
     monkeypatch.setattr(impl, "sky_rows", boom)
-    with pytest.warns(RuntimeWarning, match="compiled kernels failed"):
+    with pytest.warns(RuntimeWarning, match="compiled kernels failed") as warned:
         out, _ = complete_sky(strip, sun=(60, 30), height=256)
+    assert len([w for w in warned if "compiled kernels" in str(w.message)]) == 1
     assert not kernels.available()
     rel = (out - ref).abs() / ref.abs().clamp(min=1e-3)
     assert float(rel.max()) < 2e-3
+
+
+def test_small_skies_take_pytorch_and_large_ones_the_compiled_passes(monkeypatch):
+    """Loading the kernels costs a process more than PyTorch's passes cost on a small sky: the
+    choice is by size alone (so a sky does not depend on what the process ran before)."""
+    from alis_core import kernels, sky as sky_mod
+    if not kernels.available():
+        pytest.skip("numba (the `fast` extra) is not installed")
+    impl = kernels._load()
+    calls = []
+    monkeypatch.setattr(impl, "sky_rows", lambda *a: calls.append(a[0].shape) or None)
+    monkeypatch.setattr(sky_mod, "SKY_KERNEL_MIN_PIXELS", 512 * 256)
+    complete_sky(synthetic_strip("day"), sun="none", height=255)
+    assert calls == []
+    complete_sky(synthetic_strip("day"), sun="none", height=256)
+    assert calls and all(c == (3, 256, 512) for c in calls)
