@@ -452,14 +452,15 @@ def torgb_skip(y, anchors, left, coef_a, coef_b, bias, lo, hi, prev, out, batch,
 
 
 @njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
-def lut_rows(src, out, y0, lut, sums, lum, weights):
-    """out[c, y0 + y, x] = lut interpolated at src[c, y, x] (clamped to [0, 1]): src float32
+def lut_rows(src, out, y0, lut, gain, sums, lum, weights):
+    """out[c, y0 + y, x] = lut interpolated at src[c, y, x] * gain (clamped to [0, 1]): src float32
     [3, R, W], out float32 [3, H, W], lut float32 [N + 1] sampled at i / N (the sky's calibration);
     sums[c, y0 + y] (float64 [3, H]) = the row's sum; lum[y, x] (float32 [R, W], or empty for
     none) = the weighted sum of the pixel's three values (its luminance). The index is clamped
     after the conversion, so no input (NaN included) reads outside lut."""
     n = lut.shape[0] - 1
     fn = np.float32(n)
+    g = np.float32(gain)
     rows, w = src.shape[1], src.shape[2]
     has_lum = lum.shape[0] > 0
     for y in prange(rows):
@@ -468,7 +469,7 @@ def lut_rows(src, out, y0, lut, sums, lum, weights):
             d = out[c, y0 + y]
             total = np.float32(0)
             for x in range(w):
-                v = min(max(s[x], np.float32(0)), np.float32(1)) * fn
+                v = min(max(s[x] * g, np.float32(0)), np.float32(1)) * fn
                 i = min(max(np.int32(v), np.int32(0)), np.int32(n - 1))
                 f = v - np.float32(i)
                 d[x] = lut[i] + f * (lut[i + 1] - lut[i])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import struct
 import uuid
@@ -139,18 +140,22 @@ def _to_numpy_chw(img: Array, name: str) -> np.ndarray:
 
 
 def _check_finite(img: np.ndarray, name: str) -> None:
-    """Refuse NaN and infinities: saved, they would silently become black or white pixels."""
-    if not np.isfinite(img).all():
+    """Refuse NaN and infinities: saved, they would silently become black or white pixels.
+    (PyTorch's min and max propagate NaN: both are finite exactly when every value is.)"""
+    low, high = torch.aminmax(torch.from_numpy(img)) if img.size else (torch.zeros(()), torch.zeros(()))
+    if not (math.isfinite(float(low)) and math.isfinite(float(high))):
         bad = int(np.size(img) - np.count_nonzero(np.isfinite(img)))
         raise AlisError(f"{name}: the image holds {bad} NaN or infinite values; nothing was written "
                         "(check the checkpoint's weights, or use float32)")
 
 
 def _quantize(img01: np.ndarray, bits: int) -> np.ndarray:
-    """[C, H, W] float [0, 1] -> [H, W, C] uint8/uint16, rounded to nearest."""
+    """[C, H, W] float [0, 1] -> [H, W, C] uint8/uint16, rounded to nearest (half to even; NaN
+    to 0). PyTorch does the arithmetic: on every core, unlike numpy."""
     peak = (1 << bits) - 1
-    q = np.rint(np.clip(np.nan_to_num(img01), 0.0, 1.0) * peak)
-    return np.ascontiguousarray(chw_to_hwc(q).astype(np.uint8 if bits == 8 else np.uint16))
+    q = torch.nan_to_num(torch.from_numpy(img01).float(), nan=0.0).clamp(0.0, 1.0).mul_(peak).round_()
+    q = q.to(torch.uint8 if bits == 8 else torch.int32).movedim(0, -1).contiguous().numpy()
+    return q if bits == 8 else q.astype(np.uint16)
 
 
 def save_png(
@@ -177,7 +182,9 @@ def save_png(
     pixels = _quantize(img, bits)
     path = Path(path)
     with atomic_path(path) as tmp:
-        if bits == 8:
+        if bits == 8 and pixels.shape[0] * pixels.shape[1] >= _PARALLEL_PNG_MIN_PIXELS:
+            tmp.write_bytes(_encode_png(pixels, 8, text, sub=True))
+        elif bits == 8:
             _write_png8_pillow(tmp, pixels, text)
         else:
             tmp.write_bytes(_encode_png(pixels, 16, text))
@@ -251,24 +258,56 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def _encode_png(pixels: np.ndarray, bits: int, text: Mapping[str, str], level: int = 6) -> bytes:
-    """Minimal PNG encoder: [H, W, C] uint8/uint16 -> PNG bytes, every row with the Up filter.
+_PARALLEL_PNG_MIN_PIXELS = 1 << 22  # 8-bit PNGs this large: our encoder, deflating on every core
 
-    The Up filter (type 2) only needs the row above, so it vectorises, and a reader can undo
-    it row by row without per-pixel Python loops.
+
+def _deflate(data, level: int) -> bytes:
+    """A zlib stream of ``data`` (bytes-like). Large data is cut in pieces deflated on PyTorch's
+    thread count at once (zlib lets go of the GIL): each piece a raw deflate stream ended by a
+    sync flush, the last by the final block, which joined make one valid stream (as pigz writes
+    it; a piece starts without its predecessor's window, a few tenths of a percent larger)."""
+    view = memoryview(data).cast("B")
+    threads = max(1, torch.get_num_threads())
+    if threads == 1 or len(view) < 4 << 20:
+        return zlib.compress(view, level)
+    from concurrent.futures import ThreadPoolExecutor
+    size = -(-len(view) // (4 * threads))
+    pieces = [view[i:i + size] for i in range(0, len(view), size)]
+
+    def piece(i: int) -> bytes:
+        c = zlib.compressobj(level, zlib.DEFLATED, -15)
+        return c.compress(pieces[i]) + c.flush(zlib.Z_FINISH if i == len(pieces) - 1 else zlib.Z_SYNC_FLUSH)
+    with ThreadPoolExecutor(threads) as pool:
+        body = b"".join(pool.map(piece, range(len(pieces))))
+    return b"\x78\x9c" + body + struct.pack(">I", zlib.adler32(view))
+
+
+def _encode_png(pixels: np.ndarray, bits: int, text: Mapping[str, str], level: int = 6,
+                sub: bool = False) -> bytes:
+    """Minimal PNG encoder: [H, W, C] uint8/uint16 -> PNG bytes, every row with the Up filter
+    (type 2), or with ``sub`` the Sub filter (type 1: each byte less the same byte of the pixel
+    to its left; for landscapes about as small as Pillow's adaptive filters).
+
+    Both filters vectorise, and a reader can undo them row by row without per-pixel Python loops.
     """
     h, w, c = pixels.shape
-    raw = pixels.astype(">u2" if bits == 16 else np.uint8).view(np.uint8).reshape(h, w * c * bits // 8)
-    up = raw.copy()
-    up[1:] -= raw[:-1]  # uint8 arithmetic wraps modulo 256, as the PNG filter requires
-    rows = np.concatenate([np.full((h, 1), 2, np.uint8), up], axis=1)
+    raw = torch.from_numpy(pixels.astype(">u2" if bits == 16 else np.uint8, copy=False).view(np.uint8)
+                           .reshape(h, w * c * bits // 8))
+    bpp = c * bits // 8
+    rows = torch.empty(h, raw.shape[1] + 1, dtype=torch.uint8)
+    rows[:, 0] = 1 if sub else 2
+    rows[:, 1:] = raw  # uint8 arithmetic below wraps modulo 256, as the PNG filters require
+    if sub:
+        rows[:, 1 + bpp:] -= raw[:, :-bpp]
+    else:
+        rows[1:, 1:] -= raw[:-1]
     out = [_PNG_SIGNATURE, _png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bits, _PNG_COLOR_TYPE[c], 0, 0, 0))]
     for key, value in text.items():
         if _is_latin1(value):
             out.append(_png_chunk(b"tEXt", key.encode("latin-1") + b"\0" + value.encode("latin-1")))
         else:  # iTXt: keyword, null, compression flag, method, language tag, null, translated kw, null
             out.append(_png_chunk(b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + value.encode("utf-8")))
-    out.append(_png_chunk(b"IDAT", zlib.compress(rows.tobytes(), level)))
+    out.append(_png_chunk(b"IDAT", _deflate(rows.numpy(), level)))
     out.append(_png_chunk(b"IEND", b""))
     return b"".join(out)
 
@@ -454,11 +493,11 @@ def save_float_image(path: Union[str, os.PathLike], img01: Array, half: bool = F
     The file holds ``srgb_to_linear(img01)``: renderers treat float environment maps as
     linear light, so the sRGB transfer function is undone here (values are not otherwise scaled).
     ``.hdr`` is Radiance RGBE (built in; about 1% relative precision). ``.exr`` needs the
-    ``OpenEXR`` package (``pip install OpenEXR``); it is written ZIP-compressed as 32-bit float,
-    or 16-bit half float with ``half=True``. Returns the path written.
+    ``OpenEXR`` package (``pip install OpenEXR``); it is written PIZ-compressed (lossless) as
+    32-bit float, or 16-bit half float with ``half=True``. Returns the path written.
     """
     img = _float_image_array(path, img01, "save_float_image")
-    return _write_float_image(Path(path), srgb_to_linear(np.clip(img, 0.0, None)), half)
+    return _write_float_image(Path(path), srgb_to_linear(torch.from_numpy(img).clamp(min=0.0)).numpy(), half)
 
 
 def save_radiance(path: Union[str, os.PathLike], hdr: Array, half: bool = False) -> Path:
@@ -466,10 +505,11 @@ def save_radiance(path: Union[str, os.PathLike], hdr: Array, half: bool = False)
     as ``.hdr`` or ``.exr``, values as they are (see save_float_image for the formats). Half-float
     EXR tops out at 65504: keep such skies in float32 EXR or .hdr."""
     img = _float_image_array(path, hdr, "save_radiance")
-    if half and float(img.max(initial=0.0)) > 65504.0:
-        raise AlisError(f"save_radiance: {path}: values up to {float(img.max()):.0f} overflow half floats "
+    top = float(torch.from_numpy(img).max()) if img.size else 0.0
+    if half and top > 65504.0:
+        raise AlisError(f"save_radiance: {path}: values up to {top:.0f} overflow half floats "
                         "(max 65504); write float32 EXR or .hdr")
-    return _write_float_image(Path(path), np.clip(img, 0.0, None), half)
+    return _write_float_image(Path(path), torch.from_numpy(img).clamp(min=0.0).numpy(), half)
 
 
 def _float_image_array(path: Union[str, os.PathLike], img: Array, what: str) -> np.ndarray:
@@ -483,7 +523,8 @@ def _float_image_array(path: Union[str, os.PathLike], img: Array, what: str) -> 
 
 
 def _write_float_image(path: Path, linear_chw: np.ndarray, half: bool) -> Path:
-    linear = np.ascontiguousarray(chw_to_hwc(linear_chw), dtype=np.float32)
+    """[3, H, W] float32 >= 0, finite -> .exr or .hdr (both take the channel planes as they are)."""
+    linear = np.ascontiguousarray(linear_chw, dtype=np.float32)
     if path.suffix.lower() == ".exr":
         exr = _import_openexr()
         with atomic_path(path) as tmp:
@@ -532,42 +573,55 @@ def _import_openexr():
     return OpenEXR
 
 
-def _write_exr(exr, path: Path, linear_hwc: np.ndarray, half: bool) -> None:
-    header = {"compression": exr.ZIP_COMPRESSION, "type": exr.scanlineimage}
-    pixels = linear_hwc.astype(np.float16 if half else np.float32)
-    with exr.File(header, {"RGB": pixels}) as f:
-        f.write(str(path))
+def _write_exr(exr, path: Path, linear_chw: np.ndarray, half: bool) -> None:
+    """Channels R, G, B from the planes, PIZ-compressed (lossless; every EXR reader takes it, and
+    it compresses float32 skies smaller and faster than ZIP) on PyTorch's thread count."""
+    header = {"compression": exr.PIZ_COMPRESSION, "type": exr.scanlineimage}
+    planes = {name: linear_chw[i].astype(np.float16 if half else np.float32, copy=False) for i, name in enumerate("RGB")}
+    threads = exr.global_thread_count() if hasattr(exr, "global_thread_count") else None
+    try:
+        if threads is not None:
+            exr.set_global_thread_count(max(1, torch.get_num_threads()))
+        with exr.File(header, planes) as f:
+            f.write(str(path))
+    finally:
+        if threads is not None:
+            exr.set_global_thread_count(threads)
 
 
-def _encode_hdr(linear_hwc: np.ndarray) -> bytes:
-    """Radiance RGBE encoder. Scanlines use the 'new' run-length format with literal runs only,
-
-    which every reader accepts and which, unlike flat RGBE, cannot be misread as the old
-    run-length marker (a pixel of 1, 1, 1).
-    """
-    h, w, _ = linear_hwc.shape
-    rgb = np.nan_to_num(np.maximum(linear_hwc, 0.0), posinf=65504.0)
-    peak = rgb.max(axis=2)
-    mantissa, exponent = np.frexp(peak)  # peak = mantissa * 2**exponent, mantissa in [0.5, 1)
-    scale = np.divide(mantissa * 256.0, peak, out=np.zeros_like(peak), where=peak > 1e-32)
-    rgbe = np.zeros((h, w, 4), np.uint8)
-    rgbe[..., :3] = np.minimum(rgb * scale[..., None], 255).astype(np.uint8)
-    rgbe[..., 3] = np.where(peak > 1e-32, exponent + 128, 0).clip(0, 255)
+def _encode_hdr(linear_chw: np.ndarray) -> bytes:
+    """Radiance RGBE encoder: [3, H, W] float32 (>= 0, finite) -> file bytes. Scanlines use the
+    'new' run-length format with literal runs only, which every reader accepts and which, unlike
+    flat RGBE, cannot be misread as the old run-length marker (a pixel of 1, 1, 1). PyTorch does
+    the arithmetic (on every core)."""
+    _, h, w = linear_chw.shape
+    rgb = torch.from_numpy(linear_chw).clamp(min=0.0)
+    peak = rgb.amax(0)  # [H, W]
+    mantissa, exponent = torch.frexp(peak)  # peak = mantissa * 2**exponent, mantissa in [0.5, 1)
+    lit = peak > 1e-32
+    scale = torch.where(lit, mantissa * 256.0 / torch.where(lit, peak, 1.0), 0.0)
+    # [H, 4, W]: each scanline's R, G, B and E planes, the order the run-length format stores them
+    planes = torch.empty(h, 4, w, dtype=torch.uint8)
+    planes[:, :3] = (rgb * scale).clamp_(max=255).to(torch.uint8).movedim(0, 1)
+    planes[:, 3] = torch.where(lit, exponent + 128, 0).clamp_(0, 255).to(torch.uint8)
     header = f"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\nSOFTWARE=alis_core\n\n-Y {h} +X {w}\n".encode("ascii")
     if not 8 <= w <= 0x7FFF:  # the run-length format is only defined for these widths
-        return header + rgbe.tobytes()
-    # Per scanline: marker (2, 2, w_hi, w_lo), then each component as literal runs of <= 128 bytes.
-    planes = rgbe.transpose(0, 2, 1).reshape(h * 4, w)  # [h*4, w]: R, G, B, E planes per row
+        return header + planes.movedim(1, 2).contiguous().numpy().tobytes()
+    # Per scanline: marker (2, 2, w_hi, w_lo), then each component as literal runs of <= 128 bytes,
+    # written in place: [H, 4 + 4 L] with L = each plane's runs and their count bytes.
     n_full, rest = divmod(w, 128)
-    parts = []
+    length = n_full * 129 + (rest + 1 if rest else 0)
+    out = torch.empty(h, 4 + 4 * length, dtype=torch.uint8)
+    out[:, :4] = torch.tensor([2, 2, w >> 8, w & 0xFF], dtype=torch.uint8)
+    body = out[:, 4:].view(h, 4, length)
     if n_full:
-        full = planes[:, : n_full * 128].reshape(h * 4, n_full, 128)
-        parts.append(np.concatenate([np.full((h * 4, n_full, 1), 128, np.uint8), full], axis=2).reshape(h * 4, -1))
+        runs = body[..., :n_full * 129].view(h, 4, n_full, 129)
+        runs[..., 0] = 128
+        runs[..., 1:] = planes[..., :n_full * 128].view(h, 4, n_full, 128)
     if rest:
-        parts.append(np.concatenate([np.full((h * 4, 1), rest, np.uint8), planes[:, n_full * 128:]], axis=1))
-    encoded = np.concatenate(parts, axis=1).reshape(h, -1)
-    marker = np.tile(np.array([2, 2, w >> 8, w & 0xFF], np.uint8), (h, 1))
-    return header + np.concatenate([marker, encoded], axis=1).tobytes()
+        body[..., n_full * 129] = rest
+        body[..., n_full * 129 + 1:] = planes[..., n_full * 128:]
+    return header + out.numpy().tobytes()
 
 
 def _decode_hdr(data: bytes, path: Path) -> np.ndarray:

@@ -369,10 +369,10 @@ def _check_sky_out(out: Tensor, sums: Tensor) -> None:
 
 
 def lut_rows(src: Tensor, out: Tensor, y0: int, lut: Tensor, sums: Tensor,
-             weights: tuple | None = None) -> Tensor | None:
-    """out[:, y0:y0 + R] = lut interpolated at src [3, R, W] (clamped to [0, 1]; lut [N + 1]
-    float32 sampled at i / N): the sky's calibration in one pass; sums[:, y0:y0 + R] the rows'
-    sums. out: float32 [3, H, W], sums: float64 [3, H], both dense. With ``weights`` (three
+             weights: tuple | None = None, gain: float = 1.0) -> Tensor | None:
+    """out[:, y0:y0 + R] = lut interpolated at src [3, R, W] * gain (clamped to [0, 1]; lut
+    [N + 1] float32 sampled at i / N): the sky's calibration, or its tone mapping, in one pass;
+    sums[:, y0:y0 + R] the rows' sums. out: float32 [3, H, W], sums: float64 [3, H], both dense. With ``weights`` (three
     floats), also returns the weighted sum of each written pixel's values [R, W] (luminance)."""
     impl = _load()
     _check_sky_out(out, sums)
@@ -381,7 +381,8 @@ def lut_rows(src: Tensor, out: Tensor, y0: int, lut: Tensor, sums: Tensor,
     lum = torch.empty(src.shape[1:] if weights is not None else (0, 0))
     wts = np.asarray(weights if weights is not None else (0.0, 0.0, 0.0), np.float64)
     with _threads():  # src with any strides: no copy
-        impl.lut_rows(src.detach().float().numpy(), out.numpy(), int(y0), _np(lut, F32), sums.numpy(), lum.numpy(), wts)
+        impl.lut_rows(src.detach().float().numpy(), out.numpy(), int(y0), _np(lut, F32), float(gain), sums.numpy(),
+                      lum.numpy(), wts)
     return lum if weights is not None else None
 
 

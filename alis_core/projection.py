@@ -130,11 +130,15 @@ def _direction_to_face(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
 def _pad_equirect(eq: torch.Tensor, pad: int) -> torch.Tensor:
     """[C, H, W] -> [C, H + 2p, W + 2p]: columns wrap around; rows continue over the poles
     (the row beyond a pole is the row at the pole, half a turn round)."""
-    w = eq.shape[-1]
-    top = eq[:, :pad].flip(1).roll(w // 2, dims=-1)
-    bottom = eq[:, -pad:].flip(1).roll(w // 2, dims=-1)
-    eq = torch.cat([top, eq, bottom], dim=1)
-    return torch.cat([eq[..., -pad:], eq, eq[..., :pad]], dim=-1)
+    c, h, w = eq.shape
+    out = eq.new_empty(c, h + 2 * pad, w + 2 * pad)  # one copy of a sky that may be 400 MB
+    inner = out[..., pad:pad + w]
+    inner[:, pad:pad + h] = eq
+    inner[:, :pad] = eq[:, :pad].flip(1).roll(w // 2, dims=-1)
+    inner[:, pad + h:] = eq[:, -pad:].flip(1).roll(w // 2, dims=-1)
+    out[..., :pad] = inner[..., w - pad:]
+    out[..., pad + w:] = inner[..., :pad]
+    return out
 
 
 def _sample_equirect(eq: torch.Tensor, u: torch.Tensor, t: torch.Tensor, mode: str) -> torch.Tensor:

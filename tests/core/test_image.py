@@ -166,3 +166,44 @@ def test_load_image_decodes_16_bit_png_from_another_encoder(tmp_path):
     back = load_image(tmp_path / "grey16.png")
     assert back.shape == (1, 16, 24)
     np.testing.assert_array_equal(np.rint(back[0].numpy() * 65535).astype(np.uint16), values)
+
+
+def test_large_png8_is_deflated_on_every_core_and_reads_back_exactly(tmp_path, monkeypatch):
+    """8-bit PNGs of 4 M pixels and more take the built-in encoder (Sub filter, the deflate
+    stream cut in pieces compressed at once): Pillow and zlib read them back as written, text
+    chunks included, with one thread or several."""
+    from alis_core import image
+    rng = np.random.default_rng(3)
+    smooth = np.kron(rng.random((3, 16, 32), dtype=np.float32), np.ones((1, 128, 80), np.float32))  # [3, 2048, 2560]
+    img = np.clip(smooth + 0.02 * rng.random(smooth.shape, dtype=np.float32), 0, 1)
+    assert img.shape[1] * img.shape[2] >= image._PARALLEL_PNG_MIN_PIXELS
+    want = np.moveaxis(np.rint(img * 255).astype(np.uint8), 0, -1)
+    written = set()
+    monkeypatch.setattr(image, "_write_png8_pillow", lambda *a: written.add("pillow"))
+    for threads in (1, 2):
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            path = save_png(tmp_path / f"big{threads}.png", img, text={"alis": "sky", "note": "ü"})
+        finally:
+            torch.set_num_threads(old)
+        with Image.open(path) as im:
+            im.load()
+            assert np.array_equal(np.asarray(im), want)
+            assert im.text == {"alis": "sky", "note": "ü"}
+    assert not written
+    # Pieces start without their predecessor's window: a little larger, not much.
+    assert (tmp_path / "big2.png").stat().st_size < 1.02 * (tmp_path / "big1.png").stat().st_size
+
+
+def test_exr_radiance_round_trips_exactly_in_piz_planes_and_leaves_openexr_threads_as_they_were(tmp_path):
+    OpenEXR = pytest.importorskip("OpenEXR")
+    from alis_core.image import save_radiance
+    hdr = torch.rand(3, 6, 12) * 10
+    hdr[0, 1, 2] = 2.5e5  # a sun above half-float range
+    before = OpenEXR.global_thread_count()
+    path = save_radiance(tmp_path / "sky.exr", hdr)
+    assert OpenEXR.global_thread_count() == before
+    assert torch.equal(load_float_image(path), hdr)
+    with OpenEXR.File(str(path), header_only=True) as f:
+        assert f.header()["compression"] == OpenEXR.PIZ_COMPRESSION
