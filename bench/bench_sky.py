@@ -3,6 +3,7 @@
     python bench/bench_sky.py                          # 2048 and 4096 px wide skies, 1 and 2 threads
     python bench/bench_sky.py --heights 1024 --threads 2 --repeats 7
     python bench/bench_sky.py --heights 4096 --threads 2 --render   # and the render the sky adds to
+    python bench/bench_sky.py --heights 4096 --threads 2 --write    # and writing it: PNG, EXR, .hdr
 
 Strips are procedural landscapes (training/synthetic.py), 360° loops shaped like the two usual
 sources: the bundled model with 6 anchors (1536 x 128, a 30° band) and the LHQ 1024 checkpoint
@@ -11,6 +12,8 @@ warm-up, wall clock and process CPU time (on a shared machine the CPU time says 
 With --render, the LHQ 1024 strip's own render is timed too, as `alis generate --anchors 4 --wrap`
 renders it (the LHQ 1024 geometry with random weights, float32 with the compiled fast path,
 patch context, batch 8 (the CLI's default), noise "const"), and every LHQ row says what share the sky adds to it.
+With --write, each LHQ sky is also tone-mapped and written as the CLI writes it (8-bit PNG, float32
+EXR, Radiance .hdr; median of the repeats, to a temporary folder).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ def main() -> None:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sun", default="60,30", help="'auto', 'none' or azimuth,elevation")
+    ap.add_argument("--write", action="store_true", help="also time tone mapping and writing the LHQ skies")
     ap.add_argument("--render", action="store_true",
                     help="also time the 4-anchor LHQ 1024 strip's render; print the sky's share of it")
     a = ap.parse_args()
@@ -73,6 +77,29 @@ def main() -> None:
                          if threads in render and name.startswith("LHQ") else "")
                 print(f"{name:<20} {size:>11} {threads:>7} {statistics.median(wall):>8.3f} "
                       f"{statistics.median(cpu):>8.3f}{share}")
+                if a.write and name.startswith("LHQ"):
+                    print("    " + write_seconds(s, height, sun, a.repeats))
+
+
+def write_seconds(s: torch.Tensor, height: int, sun, repeats: int) -> str:
+    """Median wall seconds of tone_map and of each file the CLI writes for this sky."""
+    import tempfile
+    from alis_core.image import save_image, save_radiance
+    from alis_core.sky import tone_map
+    hdr, _ = complete_sky(s, height=height, sun=sun)
+    eq = tone_map(hdr)
+    steps = {"tone map": lambda d: tone_map(hdr), "png": lambda d: save_image(f"{d}/sky.png", eq),
+             "exr": lambda d: save_radiance(f"{d}/sky.exr", hdr), "hdr": lambda d: save_radiance(f"{d}/sky.hdr", hdr)}
+    out = []
+    with tempfile.TemporaryDirectory() as d:
+        for label, step in steps.items():
+            times = []
+            for _ in range(max(1, min(repeats, 3))):
+                t = time.perf_counter()
+                step(d)
+                times.append(time.perf_counter() - t)
+            out.append(f"{label} {statistics.median(times):.2f} s")
+    return "written: " + ", ".join(out)
 
 
 def render_seconds(repeats: int) -> float:
