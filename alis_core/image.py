@@ -638,6 +638,9 @@ def _decode_hdr(data: bytes, path: Path) -> np.ndarray:
     h, w = int(size[1]), int(size[3])
     _check_pixels(path, w, h)
     buf, pos = memoryview(data), line_end + 1
+    rgbe = _literal_scanlines(data, pos, h, w)
+    if rgbe is not None:
+        return _rgbe_to_float(rgbe)
     rgbe = np.zeros((h, w, 4), np.uint8)
     for y in range(h):
         if 8 <= w <= 0x7FFF and buf[pos] == 2 and buf[pos + 1] == 2 and (buf[pos + 2] << 8 | buf[pos + 3]) == w:
@@ -657,6 +660,34 @@ def _decode_hdr(data: bytes, path: Path) -> np.ndarray:
         else:  # flat scanline (old run-length markers are not supported)
             rgbe[y] = np.frombuffer(buf[pos:pos + 4 * w], np.uint8).reshape(w, 4)
             pos += 4 * w
-    exponent = rgbe[..., 3:].astype(np.int32)
-    scale = np.where(exponent > 0, np.ldexp(1.0, exponent - 136), 0.0)  # 2**(e - 128 - 8)
-    return ((rgbe[..., :3].astype(np.float64) + 0.5) * scale).astype(np.float32)
+    return _rgbe_to_float(rgbe)
+
+
+def _literal_scanlines(data: bytes, pos: int, h: int, w: int) -> np.ndarray | None:
+    """The pixels [H, W, 4] of run-length scanlines made only of literal runs of 128 bytes (and
+    one shorter run at the end), as ``_encode_hdr`` writes them, read without a loop; None if
+    the file is laid out any other way (the general decoder reads it then)."""
+    if not 8 <= w <= 0x7FFF:
+        return None
+    n_full, rest = divmod(w, 128)
+    length = n_full * 129 + (rest + 1 if rest else 0)
+    row = 4 + 4 * length
+    if len(data) - pos < h * row:
+        return None
+    rows = np.frombuffer(data, np.uint8, count=h * row, offset=pos).reshape(h, row)
+    if not (rows[:, :4] == np.array([2, 2, w >> 8, w & 0xFF], np.uint8)).all():
+        return None
+    runs = rows[:, 4:].reshape(h, 4, length)
+    full = runs[..., :n_full * 129].reshape(h, 4, n_full, 129)
+    if not (full[..., 0] == 128).all() or (rest and not (runs[..., n_full * 129] == rest).all()):
+        return None
+    planes = np.concatenate([full[..., 1:].reshape(h, 4, n_full * 128), runs[..., n_full * 129 + 1:]], axis=2)
+    return planes.transpose(0, 2, 1)  # [H, W, 4]
+
+
+def _rgbe_to_float(rgbe: np.ndarray) -> np.ndarray:
+    """RGBE pixels [H, W, 4] -> linear RGB float32 [H, W, 3]: (m + 0.5) * 2^(e - 136), 0 where e = 0."""
+    t = torch.from_numpy(np.ascontiguousarray(rgbe))
+    exponent = t[..., 3:].to(torch.int32)
+    scale = torch.where(exponent > 0, torch.exp2((exponent - 136).to(torch.float64)), 0.0)  # exact powers of two
+    return ((t[..., :3].to(torch.float64) + 0.5) * scale).to(torch.float32).numpy()
