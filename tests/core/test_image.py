@@ -222,4 +222,4 @@ def test_hdr_fast_reader_matches_the_general_decoder(tmp_path, monkeypatch, widt
     monkeypatch.setattr(image, "_literal_scanlines", lambda *a: calls.append(1))
     slow = load_float_image(path)
     assert calls and torch.equal(fast, slow)
-    torch.testing.assert_close(fast, hdr, rtol=1e-2, atol=1e-6)
+    assert bool(((fast - hdr).abs() <= hdr.amax(0) / 100 + 1e-6).all())  # RGBE: 8 bits below each pixel's peak
