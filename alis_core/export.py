@@ -198,11 +198,11 @@ def engine_faces(eq: torch.Tensor, face_size: int, preset: Optional[Preset] = No
 
     if face_size < 1:
         raise AlisError(f"face size must be a positive number of pixels, got {face_size}")
-    g = cubemap_directions(face_size, torch.float64)  # [6, S, S, 3]: lookup vectors, OpenGL face table
+    g = cubemap_directions(face_size)  # [6, S, S, 3]: lookup vectors, OpenGL face table (float32, as the grid)
     if preset is None or preset.lookup is None:
-        m = torch.eye(3, dtype=torch.float64)
+        m = torch.eye(3)
     else:  # lookup vector -> engine -> Blender -> projection's cube frame (all orthonormal)
-        m = _CUBE @ _matrix(preset.to_engine).T @ _matrix(preset.lookup).T
+        m = (_CUBE @ _matrix(preset.to_engine).T @ _matrix(preset.lookup).T).float()
     c = g @ m.T
     u, t = direction_to_equirect_uv(c)
     faces = _sample_equirect(_promote(eq), u, t, "bilinear")  # [C, 6, S, S]

@@ -183,7 +183,7 @@ def save_png(
     path = Path(path)
     with atomic_path(path) as tmp:
         if bits == 8 and pixels.shape[0] * pixels.shape[1] >= _PARALLEL_PNG_MIN_PIXELS:
-            tmp.write_bytes(_encode_png(pixels, 8, text, sub=True))
+            tmp.write_bytes(_encode_png(pixels, 8, text, level=_LARGE_PNG_LEVEL, sub=True))
         elif bits == 8:
             _write_png8_pillow(tmp, pixels, text)
         else:
@@ -259,6 +259,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 _PARALLEL_PNG_MIN_PIXELS = 1 << 22  # 8-bit PNGs this large: our encoder, deflating on every core
+# ... at zlib level 4: on an 8192 x 4096 sky 3.8x as fast as level 6 for an 11% larger file
+_LARGE_PNG_LEVEL = 4
 
 
 def _deflate(data, level: int) -> bytes:

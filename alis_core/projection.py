@@ -101,12 +101,12 @@ def direction_to_equirect_uv(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 def cubemap_directions(face_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Unit view directions of every cube-map pixel centre: [6, S, S, 3] in the cube frame."""
-    s = (torch.arange(face_size, dtype=torch.float64) + 0.5) / face_size * 2 - 1  # [S]
+    s = ((torch.arange(face_size, dtype=torch.float64) + 0.5) / face_size * 2 - 1).to(dtype)  # [S]
     sc, tc = s[None, :], s[:, None]  # column -> right, row -> down
-    fwd, right, up = _FACE_BASIS.unbind(1)  # [6, 3] each
+    fwd, right, up = _FACE_BASIS.to(dtype).unbind(1)  # [6, 3] each (signed unit axes: exact in any dtype)
     d = (fwd[:, None, None] + sc[None, ..., None] * right[:, None, None]
          - tc[None, ..., None] * up[:, None, None])  # [6, S, S, 3]
-    return (d / d.norm(dim=-1, keepdim=True)).to(dtype)
+    return d / d.norm(dim=-1, keepdim=True)
 
 
 def _direction_to_face(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -308,7 +308,7 @@ def equirect_to_cubemap(eq: torch.Tensor, face_size: int, mode: str = "bilinear"
     _check_image(eq, "equirect_to_cubemap")
     if face_size < 1:
         raise AlisError(f"equirect_to_cubemap: face_size must be positive, got {face_size}")
-    d = cubemap_directions(face_size, torch.float64)  # [6, S, S, 3]
+    d = cubemap_directions(face_size)  # [6, S, S, 3] float32: as precise as the float32 grid it becomes
     u, t = direction_to_equirect_uv(d)
     faces = _sample_equirect(_promote(eq), u, t, mode)  # [C, 6, S, S]
     return faces.permute(1, 0, 2, 3).contiguous().to(eq.dtype)
