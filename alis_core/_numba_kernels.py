@@ -12,6 +12,11 @@ from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 
+# fastmath without "nnan" and "ninf": NaN and infinity keep their meaning, so that the index
+# clamps of the table and texture lookups hold for any input.
+_FASTMATH_KEEP_NAN = {"reassoc", "contract", "arcp", "afn", "nsz"}
+
+
 @intrinsic
 def _as_f32(typingctx, bits):
     def codegen(context, builder, signature, args):
@@ -451,7 +456,7 @@ def torgb_skip(y, anchors, left, coef_a, coef_b, bias, lo, hi, prev, out, batch,
                 dst[3 * j + c] = f + up[3 * j + c]
 
 
-@njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+@njit(parallel=True, cache=True, boundscheck=False, fastmath=_FASTMATH_KEEP_NAN)
 def lut_rows(src, out, y0, lut, gain, sums, lum, weights):
     """out[c, y0 + y, x] = lut interpolated at src[c, y, x] * gain (clamped to [0, 1]): src float32
     [3, R, W], out float32 [3, H, W], lut float32 [N + 1] sampled at i / N (the sky's calibration);
@@ -483,7 +488,7 @@ def lut_rows(src, out, y0, lut, gain, sums, lum, weights):
                 ly[x] = k0 * a0[x] + k1 * a1[x] + k2 * a2[x]
 
 
-@njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+@njit(parallel=True, cache=True, boundscheck=False, fastmath=_FASTMATH_KEEP_NAN)
 def sky_rows(out, y0, smooth, r0, r1, wr, c0, c1, wc, mirror, mrow, ramp, tex, ru, rv, cosx, sinx, sums):
     """Rows y0 .. y0 + n of a sky (out float32 [3, H, W]) as smooth * detail, in one pass:
     smooth: the grid ``smooth`` [3, Rs, Ws] interpolated bilinearly (row y: rows r0[y], r1[y],
@@ -544,7 +549,7 @@ def sky_rows(out, y0, smooth, r0, r1, wr, c0, c1, wc, mirror, mrow, ramp, tex, r
         sums[0, y0 + y], sums[1, y0 + y], sums[2, y0 + y] = s0, s1, s2
 
 
-@njit(parallel=True, cache=True, boundscheck=False, fastmath=True)
+@njit(parallel=True, cache=True, boundscheck=False, fastmath=_FASTMATH_KEEP_NAN)
 def detail_rows(src, out, taps, lo, hi):
     """The fine detail of image rows: out[y, x, c] = clamp(src[c, y, x] / max(b, 1e-6), lo, hi),
     b = src[c, y] blurred along the row by ``taps`` (odd length, centred; circular across the

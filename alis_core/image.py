@@ -20,6 +20,7 @@ import logging
 import math
 import os
 import struct
+import threading
 import uuid
 import zlib
 from pathlib import Path
@@ -134,6 +135,8 @@ def _to_numpy_chw(img: Array, name: str) -> np.ndarray:
     if isinstance(img, torch.Tensor):
         img = img.detach().to("cpu", torch.float32).numpy()
     img = np.asarray(img, dtype=np.float32)
+    if any(st < 0 for st in img.strides) or not img.flags.writeable:  # flipped or read-only views:
+        img = img.copy()  # PyTorch, which does the arithmetic below, takes neither as it is
     if img.ndim != 3 or img.shape[0] not in (1, 3, 4):
         raise AlisError(f"{name}: expected an image [C, H, W] with C in 1, 3, 4; got shape {img.shape}")
     return img
@@ -580,15 +583,19 @@ def _write_exr(exr, path: Path, linear_chw: np.ndarray, half: bool) -> None:
     it compresses float32 skies smaller and faster than ZIP) on PyTorch's thread count."""
     header = {"compression": exr.PIZ_COMPRESSION, "type": exr.scanlineimage}
     planes = {name: linear_chw[i].astype(np.float16 if half else np.float32, copy=False) for i, name in enumerate("RGB")}
-    threads = exr.global_thread_count() if hasattr(exr, "global_thread_count") else None
-    try:
-        if threads is not None:
-            exr.set_global_thread_count(max(1, torch.get_num_threads()))
-        with exr.File(header, planes) as f:
-            f.write(str(path))
-    finally:
-        if threads is not None:
-            exr.set_global_thread_count(threads)
+    with _EXR_LOCK:  # the thread count is OpenEXR's global: one write sets and puts it back at a time
+        threads = exr.global_thread_count() if hasattr(exr, "global_thread_count") else None
+        try:
+            if threads is not None:
+                exr.set_global_thread_count(max(1, torch.get_num_threads()))
+            with exr.File(header, planes) as f:
+                f.write(str(path))
+        finally:
+            if threads is not None:
+                exr.set_global_thread_count(threads)
+
+
+_EXR_LOCK = threading.Lock()
 
 
 def _encode_hdr(linear_chw: np.ndarray) -> bytes:

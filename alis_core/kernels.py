@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import threading
 import warnings
 
 import numpy as np
@@ -158,7 +159,10 @@ def _threads():
     if want != before:
         numba.set_num_threads(want)
     try:
-        yield
+        # One kernel at a time in a process: each already runs on every core, and numba's
+        # fallback threading layer (workqueue) aborts the process on concurrent calls.
+        with _CALL_LOCK:
+            yield
     except (MemoryError, getattr(torch, "OutOfMemoryError", MemoryError)):
         raise
     except Exception as e:
@@ -169,6 +173,9 @@ def _threads():
     finally:
         if want != before:
             numba.set_num_threads(before)
+
+
+_CALL_LOCK = threading.Lock()
 
 
 def _limit(clamp: float | None) -> float:

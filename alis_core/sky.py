@@ -436,6 +436,7 @@ def _eroded_sky(skymask: torch.Tensor, k: int) -> torch.Tensor:
     """The sky mask's first ``k`` rows less a pixel round the terrain (a 3 x 3 erosion, circular
     across the seam; rows outside 0 .. k - 1 do not count): [k, W] bool. The mask holds the
     first depth rows of each column, so the eroded one holds min(neighbours' depths) - 1."""
+    k = min(k, skymask.shape[0])  # (a band of one row asks for two)
     d = skymask.sum(0).clamp(max=k)
     low = torch.minimum(torch.minimum(d.roll(1), d), d.roll(-1))
     e = torch.where(low >= k, k, (low - 1).clamp(min=0))

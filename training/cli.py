@@ -126,6 +126,24 @@ def _on_main_first(info, fn, others: bool = True):
     return result if info.is_main or not others else fn()
 
 
+def _leave_process_group() -> None:
+    """Every rank waits for the others before the process group goes: a gloo rank whose peer closes
+    its sockets while a message is still on its way aborts (SIGABRT) instead of returning."""
+    import datetime
+
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":  # gives up (raises) if a rank died, instead of waiting 30 min
+            dist.monitored_barrier(timeout=datetime.timedelta(seconds=60), wait_all_ranks=True)
+        else:
+            dist.barrier()
+    except RuntimeError:
+        pass  # a rank is gone: nothing left to wait for
+    dist.destroy_process_group()
+
+
 def run(argv: Sequence[str] | None) -> int:
     a = build_parser().parse_args(argv)
     if a.list_presets:
@@ -167,9 +185,7 @@ def run(argv: Sequence[str] | None) -> int:
     finally:
         lock.release()
         if info.active:
-            import torch.distributed as dist
-            if dist.is_initialized():
-                dist.destroy_process_group()
+            _leave_process_group()
     if result.status == "interrupted":
         if info.is_main:
             print(f"interrupted at kimg {result.cur_nimg / 1000:.3f}; state saved to {Path(a.out) / STATE_NAME}; "

@@ -223,3 +223,35 @@ def test_hdr_fast_reader_matches_the_general_decoder(tmp_path, monkeypatch, widt
     slow = load_float_image(path)
     assert calls and torch.equal(fast, slow)
     assert bool(((fast - hdr).abs() <= hdr.amax(0) / 100 + 1e-6).all())  # RGBE: 8 bits below each pixel's peak
+
+
+def test_flipped_and_read_only_arrays_save_like_any_other(tmp_path):
+    """A view with negative strides (an image flipped with a[:, ::-1], as hosts do with bottom-up
+    buffers) or a read-only one saves as its values, in every format."""
+    from alis_core.image import save_radiance
+    a = np.random.default_rng(5).random((3, 8, 12), dtype=np.float32)
+    flipped, read_only = a[:, ::-1], np.broadcast_to(a, a.shape)
+    for name, img in (("flipped", flipped), ("read_only", read_only)):
+        png = save_png(tmp_path / f"{name}.png", img)
+        assert np.array_equal(np.asarray(Image.open(png)), np.moveaxis(np.rint(img * 255).astype(np.uint8), 0, -1))
+        back = load_float_image(save_radiance(tmp_path / f"{name}.hdr", img))
+        assert bool(((back - torch.from_numpy(img.copy())).abs() <= 0.01).all())
+
+
+def test_concurrent_exr_writes_leave_openexr_threads_as_they_were(tmp_path):
+    OpenEXR = pytest.importorskip("OpenEXR")
+    import threading
+    from alis_core.image import save_radiance
+    before = OpenEXR.global_thread_count()
+    x = torch.rand(3, 32, 64)
+
+    def write(i):
+        for j in range(5):
+            save_radiance(tmp_path / f"t{i}_{j}.exr", x)
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert OpenEXR.global_thread_count() == before
+    assert all(torch.equal(load_float_image(p), x) for p in tmp_path.glob("*.exr"))

@@ -4,6 +4,10 @@ path (tested everywhere else) is what runs."""
 from __future__ import annotations
 
 import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -350,3 +354,27 @@ def test_a_failing_kernel_switches_them_off_and_the_call_still_renders(tiny_G, m
             out = G.frame(w[:1], w[1:2], w[2:], torch.tensor([1]), noise_mode="random", generator=gen.manual_seed(5))
     assert torch.equal(out, ref)  # the PyTorch path, with the same random noise
     assert kernels._impl is False and not kernels.available()
+
+
+def test_kernels_called_from_several_threads_under_numbas_workqueue_layer(tmp_path):
+    """numba's fallback threading layer (workqueue: no OpenMP or TBB, e.g. some macOS hosts)
+    aborts the process when two threads run kernels at once; calls are one at a time."""
+    if not kernels.available():
+        pytest.skip("numba (the `fast` extra) is not installed")
+    code = (
+        "import threading, torch\n"
+        "from alis_core import sky\n"
+        "sky.SKY_KERNEL_MIN_PIXELS = 0\n"
+        "x = torch.rand(3, 256, 512) * 3\n"
+        "want = sky._tone_curve(x, 0.0)\n"
+        "bad = []\n"
+        "def work():\n"
+        "    for _ in range(10):\n"
+        "        if float((sky.tone_map(x) - want).abs().max()) > 2e-6: bad.append(1)\n"
+        "ts = [threading.Thread(target=work) for _ in range(3)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]\n"
+        "import numba; assert numba.threading_layer() == 'workqueue' and not bad\n"
+        "print('ok')\n")
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue", "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -393,3 +393,12 @@ def test_compiled_tone_map_is_the_curve(monkeypatch):
     for ev, ref in want.items():
         got = tone_map(hdr, ev)
         assert float((got - ref).abs().max()) < 2e-6, ev
+
+
+def test_a_one_row_band_keeps_its_clouds():
+    """A band of one row (a very thin strip) still lends the dome its texture: the cloud mask
+    is as tall as the band, not empty."""
+    from alis_core import sky as sky_mod
+    band_lum = torch.rand(1, 128) + 1.0  # one bright (sky) row
+    mask = sky_mod._eroded_sky(sky_mod._skyline(band_lum), 2)
+    assert mask.shape == (1, 128) and bool(mask.all())
