@@ -10,6 +10,7 @@ import os
 import re
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -33,6 +34,9 @@ def run_main(run_fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] 
     """Run a command: AlisError -> one `error:` line and exit code 2; Ctrl-C -> exit code 130."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    shown = warnings.formatwarning
+    # Warnings as one `warning:` line each, like errors (not a source path and a line of code).
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
         return run_fn(argv)
     except AlisError as e:
@@ -41,6 +45,8 @@ def run_main(run_fn: Callable[[Sequence[str] | None], int], argv: Sequence[str] 
     except KeyboardInterrupt:
         print(f"error: {interrupted}", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = shown
 
 
 def resolve_device(name: str):

@@ -321,3 +321,17 @@ def test_no_sun_disk_keeps_the_sun_in_the_json_and_blur_keeps_the_old_fill(tmp_p
     new = alis_core.load_image(tmp_path / "b.png")
     assert (new - old).abs().max() <= 3 / 255
     assert json.loads((tmp_path / "b.json").read_text())["sun"] is None
+
+
+def test_warnings_are_one_line_each_and_the_format_is_put_back():
+    """A command's warnings print as one `warning:` line (no source path, no line of code), like
+    its errors; the process's warning format is restored when the command returns."""
+    code = ("import warnings\n"
+            "from alis_core.cli import run_main\n"
+            "before = warnings.formatwarning\n"
+            "rc = run_main(lambda argv: (warnings.warn('float16 is slow here', RuntimeWarning), 0)[1], [])\n"
+            "assert rc == 0 and warnings.formatwarning is before\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == "warning: float16 is slow here\n"
