@@ -381,11 +381,13 @@ def _write_sky(a, strip01, meta: dict, scene_seeds: list[int], noise_seed: int) 
                              sun_disk=a.sun_disk, exposure=a.exposure,
                              **({} if a.cap_blur is None else {"cap_blur": a.cap_blur}))
     info.extra["noise_seed"] = noise_seed
-    eq = tone_map(hdr, a.exposure)  # [3, H, W] in [0, 1]: the strip looks as it did
+    float_eq = bool(a.equirect) and Path(a.equirect).suffix.lower() in (".exr", ".hdr")
+    # [3, H, W] in [0, 1]: the strip looks as it did (only PNG-like files and cube maps show it)
+    eq = tone_map(hdr, a.exposure) if a.cubemap or (a.equirect and not float_eq) else None
     model = Path(a.checkpoint).name if a.checkpoint else "default"
     written = []
     if a.equirect:
-        if Path(a.equirect).suffix.lower() in (".exr", ".hdr"):
+        if float_eq:
             written.append(str(save_radiance(a.equirect, hdr)))
         else:
             written.append(str(save_image(a.equirect, eq, bits=a.bits, text=meta)))

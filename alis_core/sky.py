@@ -771,7 +771,7 @@ def _continue_band(out: torch.Tensor, sums: torch.Tensor, y0: int, edge: torch.T
     model_at(lat, columns) -> [3, R, cols], or None (a uniform model: the ground). Rows beyond
     the ramp, whose model * gain is already smooth, compute it on a coarser grid (every
     _COARSE-th column, rows _COARSE_ROW_DEG apart) and interpolate."""
-    n, width = len(lat), out.shape[-1]
+    width = out.shape[-1]
     az = _col_azimuths(width)
     stretch = 1.0 / lat.cos().clamp(min=1e-6)
     dmax = float(dist.max())
